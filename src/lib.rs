@@ -1,0 +1,8 @@
+//! rocmforge: an LLM inference engine for GGUF models on AMD and NVIDIA GPUs and the CPU.
+//!
+//! Data flow: GGUF file -> [`gguf`] reader -> [`model`] config + weights on a [`backend`];
+//! prompt -> [`tokenizer`] -> ids -> forward -> logits -> [`sampler`] -> token -> detokenizer.
+
+pub mod error;
+
+pub use error::{Error, Result};
