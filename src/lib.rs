@@ -4,5 +4,6 @@
 //! prompt -> [`tokenizer`] -> ids -> forward -> logits -> [`sampler`] -> token -> detokenizer.
 
 pub mod error;
+pub mod quant;
 
 pub use error::{Error, Result};
