@@ -3,6 +3,7 @@
 //! Data flow: GGUF file -> [`gguf`] reader -> [`model`] config + weights on a [`backend`];
 //! prompt -> [`tokenizer`] -> ids -> forward -> logits -> [`sampler`] -> token -> detokenizer.
 
+pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod model;
