@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod gguf;
 pub mod model;
 pub mod quant;
 
