@@ -1,6 +1,7 @@
 //! GGUF files: the validating, memory-mapped reader, metadata values, the writer and the
 //! `info` summary.
 
+pub mod info;
 mod reader;
 mod value;
 mod writer;

@@ -429,11 +429,16 @@ impl GgufFile {
                     })?;
             }
             let row = dims.first().copied().unwrap_or(1);
-            let row_bytes = ty.row_bytes(row).ok_or_else(|| {
-                bad(format!(
+            if row % ty.block_elems() as u64 != 0 {
+                return Err(bad(format!(
                     "tensor '{name}' row length {row} is not a multiple of the {} block size {}",
                     ty,
                     ty.block_elems()
+                )));
+            }
+            let row_bytes = ty.row_bytes(row).ok_or_else(|| {
+                bad(format!(
+                    "tensor '{name}' dimensions {dims:?} overflow the byte size"
                 ))
             })?;
             let n_rows = n_elems.checked_div(row).unwrap_or(0);
