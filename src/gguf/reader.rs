@@ -268,14 +268,14 @@ fn read_array(c: &mut Cursor<'_>, what: &dyn Fn() -> String, depth: u32) -> Resu
             let raw = c.take(len, what)?;
             let mut v = Vec::with_capacity(n);
             for (i, &b) in raw.iter().enumerate() {
-                v.push(read_bool(b, &|| format!("element {i} of {}", what()))?);
+                v.push(read_bool(b, &|| format!("{}[{i}]", what()))?);
             }
             Array::Bool(v)
         }
         type_id::STRING => {
             let mut v = Vec::with_capacity(n);
             for i in 0..n {
-                v.push(c.value_string(&|| format!("element {i} of {}", what()))?);
+                v.push(c.value_string(&|| format!("{}[{i}]", what()))?);
             }
             Array::String(v)
         }
@@ -283,11 +283,7 @@ fn read_array(c: &mut Cursor<'_>, what: &dyn Fn() -> String, depth: u32) -> Resu
             // type_id::ARRAY (others were rejected above)
             let mut v = Vec::with_capacity(n);
             for i in 0..n {
-                v.push(read_array(
-                    c,
-                    &|| format!("element {i} of {}", what()),
-                    depth + 1,
-                )?);
+                v.push(read_array(c, &|| format!("{}[{i}]", what()), depth + 1)?);
             }
             Array::Array(v)
         }
@@ -355,12 +351,12 @@ impl GgufFile {
         // 8 (name length) + 4 (n_dims) + 4 (type) + 8 (offset).
         if n_kv.checked_mul(13).is_none_or(|b| b > c.remaining()) {
             return Err(bad(format!(
-                "metadata kv count {n_kv} exceeds what file size {file_size} can hold"
+                "metadata kv count {n_kv} exceeds what file size {file_size} can hold (truncated or corrupt)"
             )));
         }
         if n_tensors.checked_mul(24).is_none_or(|b| b > c.remaining()) {
             return Err(bad(format!(
-                "tensor count {n_tensors} exceeds what file size {file_size} can hold"
+                "tensor count {n_tensors} exceeds what file size {file_size} can hold (truncated or corrupt)"
             )));
         }
 

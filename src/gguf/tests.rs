@@ -292,7 +292,7 @@ fn huge_array_length() {
         .u32(type_id::STRING)
         .u64(2);
     r.str(b"ok").u64(1 << 40);
-    expect_err(&r, "element 1 of key 'arr' length 1099511627776");
+    expect_err(&r, "key 'arr'[1] length 1099511627776");
 }
 
 #[test]
