@@ -527,3 +527,60 @@ fn info_summary_lists_everything() {
     assert!(s.contains("a.weight F32 [8, 3]"), "{s}");
     assert_eq!(info::parameter_count(&f), 24 + 32);
 }
+
+/// Bounded, seeded mutation testing in the ordinary suite (the cargo-fuzz target in fuzz/ goes
+/// further): mutated valid files must parse or fail cleanly, never panic, and every accepted
+/// file's tensors must lie inside it.
+#[test]
+fn mutated_files_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut seeds = vec![valid_raw().0, sample_writer().to_bytes().unwrap()];
+    let stories = shared().join("models/stories260K.gguf");
+    if let Ok(b) = std::fs::read(&stories) {
+        let f = GgufFile::from_bytes(b.clone()).unwrap();
+        // Header plus the first tensor: small enough to mutate many times.
+        let end = (f.tensors()[0].offset + f.tensors()[0].n_bytes) as usize;
+        seeds.push(b[..end].to_vec());
+    }
+    let seed: u64 = rand::thread_rng().gen();
+    println!("mutation seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let interesting: [u64; 9] = [0, 1, 2, 5, 31, 0xff, 1 << 32, i64::MAX as u64, u64::MAX];
+    let mut accepted = 0;
+    for i in 0..30_000 {
+        let mut b = seeds[i % seeds.len()].clone();
+        for _ in 0..rng.gen_range(1..4) {
+            if b.is_empty() {
+                break;
+            }
+            let pos = rng.gen_range(0..b.len());
+            match rng.gen_range(0..5) {
+                0 => b[pos] ^= 1 << rng.gen_range(0..8),
+                1 => b[pos] = rng.gen(),
+                2 => {
+                    let v = interesting[rng.gen_range(0..interesting.len())].to_le_bytes();
+                    let n = rng.gen_range(1..=8).min(b.len() - pos);
+                    b[pos..pos + n].copy_from_slice(&v[..n]);
+                }
+                3 => b.truncate(pos),
+                _ => {
+                    let n = rng.gen_range(1..16).min(b.len() - pos);
+                    b.drain(pos..pos + n);
+                }
+            }
+        }
+        let len = b.len() as u64;
+        if let Ok(f) = GgufFile::from_bytes(b) {
+            accepted += 1;
+            for t in f.tensors() {
+                assert!(t.offset + t.n_bytes <= len);
+                assert_eq!(f.tensor_data(t).len() as u64, t.n_bytes);
+            }
+            for (k, _) in f.metadata() {
+                let _ = (f.get_u32(k), f.get_f32(k), f.get_str(k), f.get_str_array(k));
+            }
+            let _ = info::summary(&f);
+        }
+    }
+    println!("{accepted} of 30000 mutants parsed");
+}
