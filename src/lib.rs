@@ -4,8 +4,11 @@
 //! prompt -> [`tokenizer`] -> ids -> forward -> logits -> [`sampler`] -> token -> detokenizer.
 
 pub mod cli;
+pub mod engine;
 pub mod error;
+pub mod kv_cache;
 pub mod model;
 pub mod quant;
+pub mod server;
 
 pub use error::{Error, Result};
