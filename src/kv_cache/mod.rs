@@ -236,7 +236,9 @@ impl BlockTable {
 
     /// Blocks needed beyond those held to hold `n_tokens` tokens.
     pub fn blocks_needed(&self, n_tokens: usize) -> usize {
-        n_tokens.div_ceil(BLOCK_SIZE).saturating_sub(self.blocks.len())
+        n_tokens
+            .div_ceil(BLOCK_SIZE)
+            .saturating_sub(self.blocks.len())
     }
 
     /// Registers every full block of `tokens` (the sequence's tokens whose keys and values are
