@@ -185,10 +185,11 @@ fn layer_of(name: &str) -> i64 {
 }
 
 /// llama.cpp's shape fallback: a type whose block does not divide the row length is replaced
-/// (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 if that still does not divide).
+/// (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 if that still does not divide; the
+/// 32-element types go to F16 directly).
 fn fallback(t: &TensorInfo, ty: GgmlType) -> Result<GgmlType> {
     let ncols = t.row_len();
-    if ncols % ty.block_elems() as u64 == 0 {
+    if ncols.is_multiple_of(ty.block_elems() as u64) {
         return Ok(ty);
     }
     let fb = match ty {
@@ -196,16 +197,20 @@ fn fallback(t: &TensorInfo, ty: GgmlType) -> Result<GgmlType> {
         GgmlType::Q4K => GgmlType::Q5_0,
         GgmlType::Q5K => GgmlType::Q5_1,
         GgmlType::Q6K => GgmlType::Q8_0,
+        // The llama.cpp of llama-cpp-python 0.3.36 (our reference) converts these to F16.
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+            GgmlType::F16
+        }
         _ => {
             return Err(Error::InvalidInput(format!(
                 "tensor '{}' row length {ncols} is not a multiple of the {ty} block size {} \
-                 and llama.cpp defines no fallback for {ty}",
+                 and there is no fallback for {ty}",
                 t.name,
                 ty.block_elems()
             )))
         }
     };
-    Ok(if ncols % fb.block_elems() as u64 == 0 {
+    Ok(if ncols.is_multiple_of(fb.block_elems() as u64) {
         fb
     } else {
         GgmlType::F16
@@ -247,7 +252,7 @@ pub fn plan_types(mix: QuantMix, ctx: MixContext, tensors: &[TensorInfo]) -> Res
         let cat = category(&t.name);
         let mut ty = default;
         if cat == Category::Output || (tied && cat == Category::TokenEmbd) {
-            if falcon || t.row_len() % default.block_elems() as u64 != 0 {
+            if falcon || !t.row_len().is_multiple_of(default.block_elems() as u64) {
                 ty = GgmlType::Q8_0;
             } else if default != GgmlType::Q8_0 {
                 ty = GgmlType::Q6K;
@@ -577,11 +582,10 @@ mod tests {
         // 640 % 256 != 0: output goes straight to Q8_0; Q4_K falls back to Q5_0; a row of 80
         // fits neither Q4_K nor Q5_0 and becomes F16; trailing-1 dims count as 1-D.
         assert_eq!(t, vec![Q8_0, Q5_0, F16, Q6K, Q5_0, F32]);
-        // Q4_0 has no fallback in llama.cpp: a row of 80 is an error naming the tensor.
-        let e = plan_types(QuantMix::Q4_0, ctx, &ts)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("blk.0.attn_k.weight") && e.contains("80"), "{e}");
+        // Q4_0 with a row of 80 becomes F16 (llama.cpp 0.3.36's behaviour).
+        let t = plan_types(QuantMix::Q4_0, ctx, &ts).unwrap();
+        // output: 640 fits Q4_0, so Q6_K, whose 256-block does not fit: Q8_0.
+        assert_eq!(t, vec![Q8_0, Q4_0, F16, Q4_0, Q4_0, F32]);
     }
 
     #[test]
