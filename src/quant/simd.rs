@@ -68,6 +68,8 @@ macro_rules! avx2_dot4 {
 avx2_dot4!(dot4_q4_0, super::q4::vec_dot_q4_0_x4_avx2);
 avx2_dot4!(dot4_q5_0, super::q5::vec_dot_q5_0_x4_avx2);
 avx2_dot4!(dot4_q8_0, super::q8::vec_dot_q8_0_x4_avx2);
+avx2_dot4!(dot4_q4_k, super::q4_k::vec_dot_x4_avx2);
+avx2_dot4!(dot4_q6_k, super::q6_k::vec_dot_x4_avx2);
 
 /// The AVX2 4-token kernel for `ty`, where one exists and the CPU has the features.
 pub(crate) fn kernel_x4(ty: GgmlType) -> Option<Dot4Fn> {
@@ -78,6 +80,8 @@ pub(crate) fn kernel_x4(ty: GgmlType) -> Option<Dot4Fn> {
         GgmlType::Q4_0 => dot4_q4_0,
         GgmlType::Q5_0 => dot4_q5_0,
         GgmlType::Q8_0 => dot4_q8_0,
+        GgmlType::Q4K => dot4_q4_k,
+        GgmlType::Q6K => dot4_q6_k,
         _ => return None,
     })
 }
