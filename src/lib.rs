@@ -7,5 +7,6 @@ pub mod cli;
 pub mod error;
 pub mod model;
 pub mod quant;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
