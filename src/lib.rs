@@ -3,10 +3,13 @@
 //! Data flow: GGUF file -> [`gguf`] reader -> [`model`] config + weights on a [`backend`];
 //! prompt -> [`tokenizer`] -> ids -> forward -> logits -> [`sampler`] -> token -> detokenizer.
 
+pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod sampler;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
