@@ -2,7 +2,9 @@
 //! loop, lowest merge rank first with a priority queue (ties: leftmost), as llama.cpp does.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use super::fxhash::FxHashMap;
 
 /// GPT-2's reversible byte -> printable character mapping.
 pub(crate) fn byte_to_char_table() -> [char; 256] {
@@ -34,16 +36,16 @@ pub(crate) fn char_to_byte_table() -> Vec<Option<u8>> {
 /// Merge ranks. A merge whose two parts are both tokens is keyed by their ids (no allocation per
 /// lookup); the rare others by their strings.
 pub(crate) struct Merges {
-    by_id: HashMap<(u32, u32), u32>,
-    by_str: HashMap<(String, String), u32>,
+    by_id: FxHashMap<(u32, u32), u32>,
+    by_str: FxHashMap<(String, String), u32>,
 }
 
 impl Merges {
     /// Parses `tokenizer.ggml.merges` ("left right", split at the first space after the first
     /// byte). The first occurrence of a pair keeps its rank.
-    pub(crate) fn new(merges: &[String], token_to_id: &HashMap<String, u32>) -> Merges {
-        let mut by_id = HashMap::with_capacity(merges.len());
-        let mut by_str = HashMap::new();
+    pub(crate) fn new(merges: &[String], token_to_id: &FxHashMap<String, u32>) -> Merges {
+        let mut by_id = FxHashMap::with_capacity_and_hasher(merges.len(), Default::default());
+        let mut by_str = FxHashMap::default();
         for (rank, m) in merges.iter().enumerate() {
             let rank = rank as u32;
             // The separator is an ASCII space, so both cuts are character boundaries.
@@ -89,7 +91,7 @@ struct Sym {
 pub(crate) fn encode_word(
     word: &str,
     merges: &Merges,
-    token_to_id: &HashMap<String, u32>,
+    token_to_id: &FxHashMap<String, u32>,
     ignore_merges: bool,
     out: &mut Vec<u32>,
 ) {
@@ -194,7 +196,7 @@ mod tests {
     #[test]
     fn merges_by_rank_then_leftmost() {
         let toks = ["a", "b", "c", "ab", "bc", "abc"];
-        let map: HashMap<String, u32> = toks
+        let map: FxHashMap<String, u32> = toks
             .iter()
             .enumerate()
             .map(|(i, t)| (t.to_string(), i as u32))

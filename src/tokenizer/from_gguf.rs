@@ -32,8 +32,9 @@ impl Vocab {
                 let i = v.as_integer().ok_or_else(|| {
                     Error::Tokenizer(format!("{key} = {} is not an integer", v.display_abbrev(4)))
                 })?;
-                let i = i64::try_from(i)
-                    .map_err(|_| Error::Tokenizer(format!("{key} = {i} is outside the vocabulary")))?;
+                let i = i64::try_from(i).map_err(|_| {
+                    Error::Tokenizer(format!("{key} = {i} is outside the vocabulary"))
+                })?;
                 special_ids.push((key.to_string(), i));
             }
         }
@@ -58,5 +59,4 @@ impl Tokenizer {
     pub fn from_gguf(f: &crate::gguf::GgufFile) -> Result<Tokenizer> {
         Self::from_vocab(Vocab::from_gguf(f)?)
     }
-
 }

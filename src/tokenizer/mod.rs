@@ -11,12 +11,15 @@
 //! `parse_special`; longer token texts are cut out first.
 
 mod bpe;
-// mod from_gguf; (enabled once the GGUF reader is merged)
+mod from_gguf;
+mod fxhash;
 mod incremental;
 mod pretok;
 mod spm;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use fxhash::FxHashMap;
 
 pub use incremental::IncrementalDecoder;
 
@@ -179,7 +182,7 @@ enum Frag {
 pub struct Tokenizer {
     kind: Kind,
     tokens: Vec<String>,
-    token_to_id: HashMap<String, u32>,
+    token_to_id: FxHashMap<String, u32>,
     scores: Vec<f32>,
     attrs: Vec<u32>,
     piece_data: Vec<u8>,
@@ -294,7 +297,7 @@ impl Tokenizer {
             }
         };
         let mut tokens = v.tokens;
-        let mut token_to_id = HashMap::with_capacity(n);
+        let mut token_to_id = FxHashMap::with_capacity_and_hasher(n, Default::default());
         for (i, t) in tokens.iter_mut().enumerate() {
             if t.is_empty() {
                 *t = format!("[EMPTY_{i}]");

@@ -16,7 +16,8 @@ use crate::{Error, Result};
 fn letter_ranges() -> &'static [(u32, u32)] {
     static TABLE: OnceLock<Vec<(u32, u32)>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let all: String = (0x80u32..=0x10FFFF).filter_map(char::from_u32).collect();
+        // Planes 4-16 hold no letters (unassigned, tags, variation selectors, private use).
+        let all: String = (0x80u32..0x40000).filter_map(char::from_u32).collect();
         // A constant pattern: it always compiles.
         let Ok(re) = regex::Regex::new(r"\p{L}+") else {
             return Vec::new();
@@ -316,9 +317,10 @@ impl PreTokenizer {
                 info.no_default_bos = true;
                 llama3()
             }
+            // Cased letters; the \u{..} escapes are characters that NFC would fold.
             "deepseek-llm" => Self::compile(&[
                 "[\r\n]",
-                "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+                "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-\u{1F7D}ᾀ-ᾴᾶ-ᾼ\u{1FBE}ῂ-ῄῆ-ῌῐ-\u{1FD3}ῖ-\u{1FDB}ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ\u{2126}ℨ\u{212A}-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
                 "\\s?[!-/:-~！-／：-～‘-‟　-。]+",
                 "\\s+$",
                 "[一-龥ࠀ-一가-퟿]+",
@@ -507,6 +509,37 @@ mod tests {
                     .collect();
                 assert_eq!(words(name, text), want, "{name} text {text:?}");
             }
+        }
+    }
+
+    #[test]
+    fn every_named_pre_tokenizer_compiles_and_splits() {
+        let text = "Hello, World! it's 12345 中文 😀\n\n  x";
+        for name in [
+            "default",
+            "llama3",
+            "llama-bpe",
+            "dbrx",
+            "glm4",
+            "deepseek-llm",
+            "deepseek-coder",
+            "deepseek-v3",
+            "falcon",
+            "starcoder",
+            "refact",
+            "gpt-2",
+            "mpt",
+            "qwen2",
+            "stablelm2",
+            "poro-chat",
+            "viking",
+            "tekken",
+            "gpt-4o",
+            "qwen35",
+        ] {
+            let w = words(name, text);
+            assert_eq!(w.concat(), text, "{name} loses text: {w:?}");
+            assert!(w.len() > 5, "{name}: {w:?}");
         }
     }
 

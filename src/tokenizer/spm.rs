@@ -4,7 +4,9 @@
 //! byte tokens when the symbol is not in the vocabulary.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use super::fxhash::FxHashMap;
 
 struct Bigram {
     score: f32,
@@ -46,7 +48,7 @@ struct Sym {
 /// `byte_tokens[b]` is the token of byte `b` (`<0xNN>`, else the one-byte string, else unk).
 pub(crate) fn encode(
     text: &str,
-    token_to_id: &HashMap<String, u32>,
+    token_to_id: &FxHashMap<String, u32>,
     scores: &[f32],
     byte_tokens: &[Option<u32>; 256],
     out: &mut Vec<u32>,
@@ -122,7 +124,7 @@ mod tests {
     fn merges_by_score_with_byte_fallback() {
         let toks = ["a", "b", "c", "ab", "bc", "<0xC3>", "<0xA9>"];
         let scores = [0.0, 0.0, 0.0, -2.0, -1.0, 0.0, 0.0];
-        let map: HashMap<String, u32> = toks
+        let map: FxHashMap<String, u32> = toks
             .iter()
             .enumerate()
             .map(|(i, t)| (t.to_string(), i as u32))
