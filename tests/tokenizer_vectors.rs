@@ -282,3 +282,54 @@ fn tokenize_command() {
         "{err}"
     );
 }
+
+#[derive(serde::Deserialize)]
+struct PreCase {
+    text: String,
+    ids: Vec<u32>,
+}
+
+#[derive(serde::Deserialize)]
+struct PreFile {
+    pre: std::collections::BTreeMap<String, Vec<PreCase>>,
+}
+
+/// Pre-tokenizers no shared vocabulary uses: GPT-2's vocabulary under other `tokenizer.ggml.pre`
+/// names, against llama.cpp's ids for the same files (tools/ref_pretok.py).
+#[test]
+fn llama_cpp_references_for_other_pre_tokenizers() {
+    let Some(p) = vocab_path("gpt-2") else {
+        println!("skipped: ../shared/vocab not found (set ROCMFORGE_SHARED)");
+        return;
+    };
+    let f = GgufFile::open(&p).unwrap();
+    let base = rocmforge::tokenizer::Vocab::from_gguf(&f).unwrap();
+    let refs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer/pretok-gpt2.json");
+    let refs: PreFile = serde_json::from_str(&std::fs::read_to_string(refs).unwrap()).unwrap();
+    assert!(refs.pre.len() >= 15);
+    let mut failures = Vec::new();
+    for (pre, cases) in &refs.pre {
+        let mut v = base.clone();
+        v.pre = Some(pre.clone());
+        let tok = Tokenizer::from_vocab(v).unwrap_or_else(|e| panic!("{pre}: {e}"));
+        let mut pass = 0;
+        for c in cases {
+            let got = tok.encode(&c.text, PLAIN).unwrap();
+            if got == c.ids {
+                pass += 1;
+            } else {
+                failures.push(format!(
+                    "{pre}: {:?}\n  want {:?}\n  got  {got:?}",
+                    c.text, c.ids
+                ));
+            }
+        }
+        println!("pre {pre}: {pass}/{} pass", cases.len());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
