@@ -6,7 +6,9 @@
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod gguf;
 pub mod model;
 pub mod quant;
+pub mod sampler;
 
 pub use error::{Error, Result};
