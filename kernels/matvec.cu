@@ -44,9 +44,9 @@ RF_FOR_EACH_TYPE(RF_MATVEC)
 
 // Unquantized weights whose rows are not a multiple of 32 elements: element loads.
 template <int T> RF_DEVICE float rf_ld_elem(const u8* row, u32 k);
-template <> RF_DEVICE float rf_ld_elem<RF_F32>(const u8* row, u32 k) { return ((const float*)row)[k]; }
-template <> RF_DEVICE float rf_ld_elem<RF_F16>(const u8* row, u32 k) { return rf_h2f(((const u16*)row)[k]); }
-template <> RF_DEVICE float rf_ld_elem<RF_BF16>(const u8* row, u32 k) { return rf_bf2f(((const u16*)row)[k]); }
+template <> RF_DEVICE_SPEC float rf_ld_elem<RF_F32>(const u8* row, u32 k) { return ((const float*)row)[k]; }
+template <> RF_DEVICE_SPEC float rf_ld_elem<RF_F16>(const u8* row, u32 k) { return rf_h2f(((const u16*)row)[k]); }
+template <> RF_DEVICE_SPEC float rf_ld_elem<RF_BF16>(const u8* row, u32 k) { return rf_bf2f(((const u16*)row)[k]); }
 
 template <int T> RF_DEVICE void matvec_scalar(const MatvecParams& p) {
     const int lane = threadIdx.x % WARP_SIZE;

@@ -54,7 +54,7 @@ RF_DEVICE void rf_scale_min_k4(int j, const u8* q, float* sc, float* m) {
 // Dequantizes chunk c (elements 32c .. 32c+31) of the block at `b` into v.
 template <int T> RF_DEVICE void rf_deq_chunk(const u8* b, int c, float* v);
 
-template <> RF_DEVICE void rf_deq_chunk<RF_F32>(const u8* b, int, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_F32>(const u8* b, int, float* v) {
     const float4* p = (const float4*)b;
 #pragma unroll
     for (int i = 0; i < 8; i++) {
@@ -62,7 +62,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_F32>(const u8* b, int, float* v) {
         v[4 * i] = f.x; v[4 * i + 1] = f.y; v[4 * i + 2] = f.z; v[4 * i + 3] = f.w;
     }
 }
-template <> RF_DEVICE void rf_deq_chunk<RF_F16>(const u8* b, int, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_F16>(const u8* b, int, float* v) {
     const uint4* p = (const uint4*)b;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -75,7 +75,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_F16>(const u8* b, int, float* v) {
         }
     }
 }
-template <> RF_DEVICE void rf_deq_chunk<RF_BF16>(const u8* b, int, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_BF16>(const u8* b, int, float* v) {
     const uint4* p = (const uint4*)b;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -88,7 +88,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_BF16>(const u8* b, int, float* v) {
         }
     }
 }
-template <> RF_DEVICE void rf_deq_chunk<RF_Q4_0>(const u8* b, int, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q4_0>(const u8* b, int, float* v) {
     const float d = rf_ld_h(b);
     const u8* qs = b + 2;
 #pragma unroll
@@ -98,7 +98,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_Q4_0>(const u8* b, int, float* v) {
         v[l + 16] = ((int)(q >> 4) - 8) * d;
     }
 }
-template <> RF_DEVICE void rf_deq_chunk<RF_Q4_1>(const u8* b, int, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q4_1>(const u8* b, int, float* v) {
     const float d = rf_ld_h(b), m = rf_ld_h(b + 2);
     const u8* qs = b + 4;
 #pragma unroll
@@ -108,7 +108,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_Q4_1>(const u8* b, int, float* v) {
         v[l + 16] = (q >> 4) * d + m;
     }
 }
-template <> RF_DEVICE void rf_deq_chunk<RF_Q5_0>(const u8* b, int, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q5_0>(const u8* b, int, float* v) {
     const float d = rf_ld_h(b);
     const u32 qh = rf_ld_u32(b + 2);
     const u8* qs = b + 6;
@@ -119,7 +119,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_Q5_0>(const u8* b, int, float* v) {
         v[l + 16] = ((int)((q >> 4) | (((qh >> (l + 16)) & 1) << 4)) - 16) * d;
     }
 }
-template <> RF_DEVICE void rf_deq_chunk<RF_Q5_1>(const u8* b, int, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q5_1>(const u8* b, int, float* v) {
     const float d = rf_ld_h(b), m = rf_ld_h(b + 2);
     const u32 qh = rf_ld_u32(b + 4);
     const u8* qs = b + 8;
@@ -130,7 +130,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_Q5_1>(const u8* b, int, float* v) {
         v[l + 16] = ((q >> 4) | (((qh >> (l + 16)) & 1) << 4)) * d + m;
     }
 }
-template <> RF_DEVICE void rf_deq_chunk<RF_Q8_0>(const u8* b, int, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q8_0>(const u8* b, int, float* v) {
     const float d = rf_ld_h(b);
     const u16* qs = (const u16*)(b + 2);  // blocks are 34 bytes: halfword aligned
 #pragma unroll
@@ -141,7 +141,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_Q8_0>(const u8* b, int, float* v) {
     }
 }
 // Q2_K: scales[16], qs[64], d, dmin.
-template <> RF_DEVICE void rf_deq_chunk<RF_Q2_K>(const u8* b, int c, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q2_K>(const u8* b, int c, float* v) {
     const u8* sc = b;
     const u8* q = b + 16 + 32 * (c / 4);
     const float d = rf_ld_h(b + 80), dmin = rf_ld_h(b + 82);
@@ -155,7 +155,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_Q2_K>(const u8* b, int c, float* v) {
     }
 }
 // Q3_K: hmask[32], qs[64], scales[12], d.
-template <> RF_DEVICE void rf_deq_chunk<RF_Q3_K>(const u8* b, int c, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q3_K>(const u8* b, int c, float* v) {
     const u8* hm = b;
     const u8* q = b + 32 + 32 * (c / 4);
     const u8* sc = b + 96;
@@ -176,7 +176,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_Q3_K>(const u8* b, int c, float* v) {
     }
 }
 // Q4_K: d, dmin, scales[12], qs[128].
-template <> RF_DEVICE void rf_deq_chunk<RF_Q4_K>(const u8* b, int c, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q4_K>(const u8* b, int c, float* v) {
     const float d = rf_ld_h(b), dmin = rf_ld_h(b + 2);
     float sc, m;
     rf_scale_min_k4(c, b + 4, &sc, &m);
@@ -195,7 +195,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_Q4_K>(const u8* b, int c, float* v) {
     }
 }
 // Q5_K: d, dmin, scales[12], qh[32], qs[128].
-template <> RF_DEVICE void rf_deq_chunk<RF_Q5_K>(const u8* b, int c, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q5_K>(const u8* b, int c, float* v) {
     const float d = rf_ld_h(b), dmin = rf_ld_h(b + 2);
     float sc, m;
     rf_scale_min_k4(c, b + 4, &sc, &m);
@@ -208,7 +208,7 @@ template <> RF_DEVICE void rf_deq_chunk<RF_Q5_K>(const u8* b, int c, float* v) {
         v[l] = d1 * (float)(((ql[l] >> shift) & 0xF) + (((qh[l] >> c) & 1) << 4)) - m1;
 }
 // Q6_K: ql[128], qh[64], scales[16] (int8), d.
-template <> RF_DEVICE void rf_deq_chunk<RF_Q6_K>(const u8* b, int c, float* v) {
+template <> RF_DEVICE_SPEC void rf_deq_chunk<RF_Q6_K>(const u8* b, int c, float* v) {
     const int n = c / 4, k = c % 4;
     const u8* ql = b + 64 * n + 32 * (k % 2);
     const u8* qh = b + 128 + 32 * n;

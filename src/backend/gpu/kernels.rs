@@ -25,7 +25,10 @@ impl KernelSource {
     /// The source with `compat.h` spliced in.
     pub fn full_source(&self) -> String {
         let mut s = self.source.to_string();
-        for (inc, text) in [("#include \"quants.h\"", QUANTS_H), ("#include \"compat.h\"", COMPAT_H)] {
+        for (inc, text) in [
+            ("#include \"quants.h\"", QUANTS_H),
+            ("#include \"compat.h\"", COMPAT_H),
+        ] {
             if let Some(i) = s.find(inc) {
                 s.replace_range(i..i + inc.len(), text);
                 s = s.replace(inc, "");
@@ -53,7 +56,11 @@ macro_rules! kernel_file {
     };
 }
 
-kernel_file!(GLU, "glu", [SWIGLU_F32 = "swiglu_f32", GEGLU_F32 = "geglu_f32"]);
+kernel_file!(
+    GLU,
+    "glu",
+    [SWIGLU_F32 = "swiglu_f32", GEGLU_F32 = "geglu_f32"]
+);
 kernel_file!(RMS_NORM, "rms_norm", [RMS_NORM_F32 = "rms_norm_f32"]);
 kernel_file!(ROPE, "rope", [ROPE_F32 = "rope_f32"]);
 kernel_file!(SOFTMAX, "softmax", [SOFTMAX_F32 = "softmax_f32"]);
@@ -146,7 +153,8 @@ mod tests {
     fn every_kernel_name_is_defined_in_its_source() {
         for f in ALL {
             assert!(
-                f.source.contains("#include \"compat.h\"") || f.source.contains("#include \"quants.h\""),
+                f.source.contains("#include \"compat.h\"")
+                    || f.source.contains("#include \"quants.h\""),
                 "{}",
                 f.name
             );

@@ -73,7 +73,11 @@ fn check_kv(kv: &PagedKv, idx: &KvIndex) -> Result<()> {
     let cache = kv.num_blocks * kv.n_kv_heads * BLOCK_SIZE * kv.head_dim;
     check_len("kv k cache", kv.k, cache)?;
     check_len("kv v cache", kv.v, cache)?;
-    check_len("block_tables", idx.block_tables, idx.n_seqs * idx.max_blocks)?;
+    check_len(
+        "block_tables",
+        idx.block_tables,
+        idx.n_seqs * idx.max_blocks,
+    )?;
     check_len("seq_of_token", idx.seq_of_token, idx.tokens)?;
     check_len("positions", idx.positions, idx.tokens)?;
     check_len("kv_lens", idx.kv_lens, idx.n_seqs)?;
@@ -168,7 +172,7 @@ pub fn attention(
     out: &GpuBuffer<f32>,
 ) -> Result<()> {
     check_kv(kv, idx)?;
-    if kv.n_kv_heads == 0 || cfg.n_heads % kv.n_kv_heads != 0 {
+    if kv.n_kv_heads == 0 || !cfg.n_heads.is_multiple_of(kv.n_kv_heads) {
         return Err(Error::Gpu(format!(
             "attention: {} heads not a multiple of {} kv heads",
             cfg.n_heads, kv.n_kv_heads
@@ -239,7 +243,7 @@ pub fn weighted_v(
     out: &GpuBuffer<f32>,
 ) -> Result<()> {
     check_kv(kv, idx)?;
-    if kv.n_kv_heads == 0 || n_heads % kv.n_kv_heads != 0 {
+    if kv.n_kv_heads == 0 || !n_heads.is_multiple_of(kv.n_kv_heads) {
         return Err(Error::Gpu(format!(
             "weighted_v: {n_heads} heads not a multiple of {} kv heads",
             kv.n_kv_heads
@@ -271,7 +275,11 @@ pub fn weighted_v(
         max_blocks: dim("max_blocks", idx.max_blocks)?,
     };
     let lc = LaunchConfig {
-        grid: (dim("tokens", idx.tokens)?, dim("n_heads", n_heads.min(65535))?, 1),
+        grid: (
+            dim("tokens", idx.tokens)?,
+            dim("n_heads", n_heads.min(65535))?,
+            1,
+        ),
         block: (128, 1, 1),
         shared_mem: 0,
     };

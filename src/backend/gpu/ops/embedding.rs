@@ -36,14 +36,22 @@ pub fn embedding(
     }
     let (name, threads) = if table.chunked() {
         (
-            format!("{EMBEDDING_PREFIX}_{}", kernels::type_suffix(table.ty).unwrap_or("?")),
+            format!(
+                "{EMBEDDING_PREFIX}_{}",
+                kernels::type_suffix(table.ty).unwrap_or("?")
+            ),
             128,
         )
     } else {
         match table.ty {
             GgmlType::F32 => (kernels::EMBEDDING_SCALAR_F32.to_string(), 256),
             GgmlType::F16 => (kernels::EMBEDDING_SCALAR_F16.to_string(), 256),
-            t => return Err(Error::Gpu(format!("embedding: {t} table with {} columns", table.cols))),
+            t => {
+                return Err(Error::Gpu(format!(
+                    "embedding: {t} table with {} columns",
+                    table.cols
+                )))
+            }
         }
     };
     let k = dev.kernel(&EMBEDDING, &name)?;
@@ -57,5 +65,11 @@ pub fn embedding(
         scale,
     };
     // SAFETY: extents checked; ids are bounds-checked in the kernel.
-    unsafe { dev.launch_params(&k, LaunchConfig::linear(dim("tokens", tokens)?, threads), &p) }
+    unsafe {
+        dev.launch_params(
+            &k,
+            LaunchConfig::linear(dim("tokens", tokens)?, threads),
+            &p,
+        )
+    }
 }

@@ -43,7 +43,10 @@ pub fn matmul(
     if tokens == 0 || w.rows == 0 {
         return Ok(());
     }
-    let name = format!("{MATMUL_PREFIX}_{}", kernels::type_suffix(w.ty).unwrap_or("?"));
+    let name = format!(
+        "{MATMUL_PREFIX}_{}",
+        kernels::type_suffix(w.ty).unwrap_or("?")
+    );
     let k = dev.kernel(&MATMUL, &name)?;
     let p = MatmulParams {
         w: wp,
@@ -93,7 +96,10 @@ pub fn dequantize_f16(dev: &GpuDevice, w: &QMatrix, out: &GpuBuffer<half::f16>) 
     if chunks == 0 {
         return Ok(());
     }
-    let name = format!("{DEQUANT_F16_PREFIX}_{}", kernels::type_suffix(w.ty).unwrap_or("?"));
+    let name = format!(
+        "{DEQUANT_F16_PREFIX}_{}",
+        kernels::type_suffix(w.ty).unwrap_or("?")
+    );
     let k = dev.kernel(&MATMUL, &name)?;
     let p = DequantParams {
         w: wp,
@@ -103,5 +109,11 @@ pub fn dequantize_f16(dev: &GpuDevice, w: &QMatrix, out: &GpuBuffer<half::f16>) 
         cols: dim("cols", w.cols)?,
     };
     // SAFETY: extents checked above.
-    unsafe { dev.launch_params(&k, LaunchConfig::linear(dim("blocks", chunks.div_ceil(256))?, 256), &p) }
+    unsafe {
+        dev.launch_params(
+            &k,
+            LaunchConfig::linear(dim("blocks", chunks.div_ceil(256))?, 256),
+            &p,
+        )
+    }
 }

@@ -44,13 +44,21 @@ pub fn matvec(
         return Err(Error::Gpu(format!("matvec batch {batch} exceeds 65535")));
     }
     let name = if w.chunked() {
-        format!("{MATVEC_PREFIX}_{}", kernels::type_suffix(w.ty).unwrap_or("?"))
+        format!(
+            "{MATVEC_PREFIX}_{}",
+            kernels::type_suffix(w.ty).unwrap_or("?")
+        )
     } else {
         match w.ty {
             GgmlType::F32 => kernels::MATVEC_SCALAR_F32.to_string(),
             GgmlType::F16 => kernels::MATVEC_SCALAR_F16.to_string(),
             GgmlType::BF16 => kernels::MATVEC_SCALAR_BF16.to_string(),
-            _ => return Err(Error::Gpu(format!("matvec: {} with {} columns", w.ty, w.cols))),
+            _ => {
+                return Err(Error::Gpu(format!(
+                    "matvec: {} with {} columns",
+                    w.ty, w.cols
+                )))
+            }
         }
     };
     let k = dev.kernel(&MATVEC, &name)?;
@@ -68,7 +76,11 @@ pub fn matvec(
         y_stride: dim("rows", w.rows)?,
     };
     let cfg = LaunchConfig {
-        grid: (dim("blocks", w.rows.div_ceil(rows_per_block))?, batch as u32, 1),
+        grid: (
+            dim("blocks", w.rows.div_ceil(rows_per_block))?,
+            batch as u32,
+            1,
+        ),
         block: (256, 1, 1),
         shared_mem: 0,
     };

@@ -28,7 +28,8 @@ pub(crate) fn check_len<T: GpuElem>(what: &str, buf: &GpuBuffer<T>, need: usize)
 
 /// Converts a dimension to the kernels' 32-bit index type.
 pub(crate) fn dim(what: &str, v: usize) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::Gpu(format!("{what} = {v} exceeds the 32-bit kernel limit")))
+    u32::try_from(v)
+        .map_err(|_| Error::Gpu(format!("{what} = {v} exceeds the 32-bit kernel limit")))
 }
 
 /// A weight matrix of `rows` rows of `cols` elements stored in ggml type `ty` (GGUF's layout,
@@ -66,13 +67,13 @@ impl QMatrix<'_> {
     /// Checks size, alignment and type; returns (device address of row 0, row bytes).
     pub(crate) fn checked(&self, what: &str) -> Result<(u64, usize)> {
         if super::kernels::type_suffix(self.ty).is_none() {
-            return Err(Error::Gpu(format!("{what}: no GPU kernel for type {}", self.ty)));
+            return Err(Error::Gpu(format!(
+                "{what}: no GPU kernel for type {}",
+                self.ty
+            )));
         }
         let rb = self.row_bytes()?;
-        let need = self
-            .offset
-            .checked_add(rb.checked_mul(self.rows).unwrap_or(usize::MAX))
-            .unwrap_or(usize::MAX);
+        let need = self.offset.saturating_add(rb.saturating_mul(self.rows));
         if need > self.data.len() {
             return Err(Error::Gpu(format!(
                 "{what}: {}x{} {} matrix at offset {} needs {need} bytes, buffer has {}",
@@ -83,7 +84,7 @@ impl QMatrix<'_> {
                 self.data.len()
             )));
         }
-        if self.offset % 16 != 0 {
+        if !self.offset.is_multiple_of(16) {
             return Err(Error::Gpu(format!(
                 "{what}: matrix offset {} is not a multiple of 16",
                 self.offset
@@ -94,6 +95,6 @@ impl QMatrix<'_> {
 
     /// Whether the 32-element chunk kernels apply (float types need `cols % 32 == 0`).
     pub(crate) fn chunked(&self) -> bool {
-        self.cols % 32 == 0
+        self.cols.is_multiple_of(32)
     }
 }

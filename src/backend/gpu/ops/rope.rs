@@ -55,7 +55,7 @@ pub fn rope(
     freq_factors: Option<&GpuBuffer<f32>>,
     tokens: usize,
 ) -> Result<()> {
-    if cfg.rot_dim % 2 != 0 || cfg.rot_dim > cfg.head_dim {
+    if !cfg.rot_dim.is_multiple_of(2) || cfg.rot_dim > cfg.head_dim {
         return Err(Error::Gpu(format!(
             "rope: rot_dim {} must be even and at most head_dim {}",
             cfg.rot_dim, cfg.head_dim
