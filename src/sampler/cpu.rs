@@ -1,10 +1,10 @@
 //! The CPU sampler: the reference for the GPU kernel and its fallback.
 //!
 //! One step for one row of logits:
-//! 1. Logits are checked: NaN or +inf is an error; -inf is a token that is never drawn.
-//! 2. Penalties (llama.cpp order) for each distinct token among the last `penalty_last_n` recent
+//! 1. Penalties (llama.cpp order) for each distinct token among the last `penalty_last_n` recent
 //!    tokens, counted `c` times: the repetition penalty divides a positive logit and multiplies a
 //!    non-positive one, then `c * frequency_penalty + presence_penalty` is subtracted.
+//! 2. Logits are checked: NaN or +inf is an error; -inf is a token that is never drawn.
 //! 3. Temperature 0 is argmax (ties to the lowest id).
 //! 4. Softmax with the temperature fused in, as integer weights:
 //!    `W[i] = trunc(exp((l[i] - max) / T) * 2^40)`, so the largest weight is exactly 2^40 and any
@@ -47,7 +47,6 @@ pub fn sample(
     step: u64,
 ) -> Result<u32> {
     params.validate()?;
-    check_logits(logits)?;
     let mut penalized;
     let logits = if params.has_penalties() && !recent.is_empty() {
         penalized = logits.to_vec();
@@ -56,6 +55,7 @@ pub fn sample(
     } else {
         logits
     };
+    check_logits(logits)?;
     if params.is_greedy() {
         return argmax(logits);
     }
@@ -112,8 +112,7 @@ pub fn apply_penalties(params: &SamplingParams, logits: &mut [f32], recent: &[u3
     if !params.has_penalties() {
         return Ok(());
     }
-    let n = params.penalty_last_n.min(recent.len());
-    let mut window = recent[recent.len() - n..].to_vec();
+    let mut window = penalty_window(params, recent).to_vec();
     window.sort_unstable();
     let mut i = 0;
     while i < window.len() {
@@ -133,6 +132,15 @@ pub fn apply_penalties(params: &SamplingParams, logits: &mut [f32], recent: &[u3
         *l = penalize(*l, count, params);
     }
     Ok(())
+}
+
+/// The recent tokens the penalties look at: the last `penalty_last_n` (none when no penalty is on).
+pub fn penalty_window<'a>(params: &SamplingParams, recent: &'a [u32]) -> &'a [u32] {
+    if !params.has_penalties() {
+        return &[];
+    }
+    let n = params.penalty_last_n.min(recent.len());
+    &recent[recent.len() - n..]
 }
 
 /// One token's penalized logit, given how often it occurs among the recent tokens (>= 1).
@@ -304,9 +312,9 @@ impl PreparedRow {
     /// Validates, penalizes and converts one row of logits.
     pub fn new(params: &SamplingParams, logits: &[f32], recent: &[u32]) -> Result<Self> {
         params.validate()?;
-        check_logits(logits)?;
         let mut l = logits.to_vec();
         apply_penalties(params, &mut l, recent)?;
+        check_logits(&l)?;
         let greedy = if params.is_greedy() {
             Some(argmax(&l)?)
         } else {
