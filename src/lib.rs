@@ -5,8 +5,13 @@
 
 pub mod backend;
 pub mod cli;
+pub mod engine;
 pub mod error;
+pub mod gguf;
+pub mod kv_cache;
 pub mod model;
 pub mod quant;
+pub mod sampler;
+pub mod server;
 
 pub use error::{Error, Result};

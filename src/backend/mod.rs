@@ -12,6 +12,7 @@
 //! positions, the [`Batch`]) are passed as slices; a GPU backend uploads what it needs.
 
 pub mod cpu;
+pub mod gpu;
 
 use std::sync::Arc;
 

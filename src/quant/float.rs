@@ -74,3 +74,75 @@ pub(super) fn vec_dot_bf16_ref(w: &[u8], a: &[u8], _n: usize) -> f32 {
     }
     s as f32
 }
+
+/// AVX2 F32 x F32: four accumulators of 8, scalar tail.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `w` and `a` hold `n` f32 each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_f32_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (wp, ap) = (w.as_ptr().cast::<f32>(), a.as_ptr().cast::<f32>());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let x = _mm256_loadu_ps(wp.add(i + 8 * k));
+            let y = _mm256_loadu_ps(ap.add(i + 8 * k));
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_loadu_ps(wp.add(i)),
+            _mm256_loadu_ps(ap.add(i)),
+            acc[0],
+        );
+        i += 8;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = super::simd::hsum_ps(s);
+    while i < n {
+        sum += wp.add(i).read_unaligned() * ap.add(i).read_unaligned();
+        i += 1;
+    }
+    sum
+}
+
+/// AVX2 F16 x F32 (F16C conversion): four accumulators of 8, scalar tail.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds `n` f16, `a` `n` f32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_f16_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (wp, ap) = (w.as_ptr(), a.as_ptr().cast::<f32>());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    macro_rules! ld {
+        ($i:expr) => {
+            _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * $i).cast()))
+        };
+    }
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let y = _mm256_loadu_ps(ap.add(i + 8 * k));
+            *acc = _mm256_fmadd_ps(ld!(i + 8 * k), y, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(ld!(i), _mm256_loadu_ps(ap.add(i)), acc[0]);
+        i += 8;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut sum = super::simd::hsum_ps(s);
+    while i < n {
+        sum += super::f16_to_f32([*wp.add(2 * i), *wp.add(2 * i + 1)]) * ap.add(i).read_unaligned();
+        i += 1;
+    }
+    sum
+}

@@ -129,3 +129,37 @@ pub(super) fn vec_dot_q4_1_ref(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     }
     s
 }
+
+/// AVX2 Q4_0 x Q8_0.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds `n / 32` Q4_0 blocks, `a` as many Q8_0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q4_0_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
+    use super::simd::{hsum_ps, ld128, ld256, ld_f16, mul_sum_i8_pairs, nibbles_32};
+    use std::arch::x86_64::*;
+    let nb = n / 32;
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    // A macro, not a closure: closures are not inlined into target_feature functions.
+    macro_rules! block {
+        ($i:expr, $acc:expr) => {{
+            let (bw, ba) = (wp.add($i * 18), ap.add($i * 34));
+            let d = _mm256_set1_ps(ld_f16(bw) * ld_f16(ba));
+            let qx = _mm256_sub_epi8(nibbles_32(ld128(bw.add(2))), _mm256_set1_epi8(8));
+            let p = mul_sum_i8_pairs(qx, ld256(ba.add(2)));
+            _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), $acc)
+        }};
+    }
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 2 <= nb {
+        acc0 = block!(i, acc0);
+        acc1 = block!(i + 1, acc1);
+        i += 2;
+    }
+    if i < nb {
+        acc0 = block!(i, acc0);
+    }
+    hsum_ps(_mm256_add_ps(acc0, acc1))
+}

@@ -244,3 +244,75 @@ pub(super) fn vec_dot_ref(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     }
     s
 }
+
+/// Unpacks the 12 packed scale bytes into [sc0..sc7, m0..m7] (ggml's utmp shuffle).
+#[inline(always)]
+pub(super) fn unpack_scales_mins(s: &[u8; 12]) -> [u8; 16] {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let u0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let u1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let u2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    let sc_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
+    let m_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
+    let mut out = [0u8; 16];
+    out[0..4].copy_from_slice(&(u0 & K1).to_le_bytes());
+    out[4..8].copy_from_slice(&sc_hi.to_le_bytes());
+    out[8..12].copy_from_slice(&(u1 & K1).to_le_bytes());
+    out[12..16].copy_from_slice(&m_hi.to_le_bytes());
+    out
+}
+
+/// AVX2 Q4_K x Q8_K: nibbles times int8 with maddubs, scaled per sub-block with madd; the
+/// minimums are applied once per block from Q8_K's bsums.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds `n / 256` Q4_K blocks, `a` as many Q8_K.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
+    use super::simd::{hsum_ps, hsum_ps128, ld256, ld_f16};
+    use std::arch::x86_64::*;
+    let wb: &[BlockQ4K] = super::as_blocks(w);
+    let nb = n / QK_K;
+    let ap = a.as_ptr();
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (i, x) in wb.iter().enumerate().take(nb) {
+        let ba = ap.add(i * 292);
+        let yd = ba.cast::<f32>().read_unaligned();
+        let bw = x as *const BlockQ4K as *const u8;
+        let d = yd * ld_f16(bw);
+        let dmin = -yd * ld_f16(bw.add(2));
+        let sm = unpack_scales_mins(&x.scales);
+        let mins = _mm_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr().add(8).cast()));
+        let q8sums = ld256(ba.add(260));
+        let q8s = _mm_hadd_epi16(
+            _mm256_castsi256_si128(q8sums),
+            _mm256_extracti128_si256::<1>(q8sums),
+        );
+        let prod = _mm_madd_epi16(mins, q8s);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q4bits = ld256(bw.add(16 + 32 * j));
+            let q4l = _mm256_and_si256(q4bits, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
+            let q8l = ld256(ba.add(4 + 64 * j));
+            let q8h = ld256(ba.add(36 + 64 * j));
+            let pl = _mm256_madd_epi16(
+                _mm256_set1_epi16(sm[2 * j] as i16),
+                _mm256_maddubs_epi16(q4l, q8l),
+            );
+            let ph = _mm256_madd_epi16(
+                _mm256_set1_epi16(sm[2 * j + 1] as i16),
+                _mm256_maddubs_epi16(q4h, q8h),
+            );
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) + hsum_ps128(acc_m)
+}

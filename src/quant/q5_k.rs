@@ -75,3 +75,69 @@ pub(super) fn vec_dot_ref(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     }
     s
 }
+
+/// AVX2 Q5_K x Q8_K: as Q4_K with the fifth bit from `qh` ORed in as bit 4.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds `n / 256` Q5_K blocks, `a` as many Q8_K.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
+    use super::q4_k::unpack_scales_mins;
+    use super::simd::{hsum_ps, hsum_ps128, ld256, ld_f16};
+    use std::arch::x86_64::*;
+    let wb: &[BlockQ5K] = super::as_blocks(w);
+    let nb = n / QK_K;
+    let ap = a.as_ptr();
+    let m4 = _mm256_set1_epi8(0xF);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (i, x) in wb.iter().enumerate().take(nb) {
+        let ba = ap.add(i * 292);
+        let yd = ba.cast::<f32>().read_unaligned();
+        let bw = x as *const BlockQ5K as *const u8;
+        let d = yd * ld_f16(bw);
+        let dmin = -yd * ld_f16(bw.add(2));
+        let sm = unpack_scales_mins(&x.scales);
+        let mins = _mm_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr().add(8).cast()));
+        let q8sums = ld256(ba.add(260));
+        let q8s = _mm_hadd_epi16(
+            _mm256_castsi256_si128(q8sums),
+            _mm256_extracti128_si256::<1>(q8sums),
+        );
+        let prod = _mm_madd_epi16(mins, q8s);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        let hbits = ld256(bw.add(16));
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q5bits = ld256(bw.add(48 + 32 * j));
+            let hl = _mm256_and_si256(
+                _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32)),
+                one,
+            );
+            let hh = _mm256_and_si256(
+                _mm256_srl_epi16(hbits, _mm_cvtsi32_si128(2 * j as i32 + 1)),
+                one,
+            );
+            let q5l = _mm256_or_si256(_mm256_and_si256(q5bits, m4), _mm256_slli_epi16::<4>(hl));
+            let q5h = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(q5bits), m4),
+                _mm256_slli_epi16::<4>(hh),
+            );
+            let q8l = ld256(ba.add(4 + 64 * j));
+            let q8h = ld256(ba.add(36 + 64 * j));
+            let pl = _mm256_madd_epi16(
+                _mm256_set1_epi16(sm[2 * j] as i16),
+                _mm256_maddubs_epi16(q5l, q8l),
+            );
+            let ph = _mm256_madd_epi16(
+                _mm256_set1_epi16(sm[2 * j + 1] as i16),
+                _mm256_maddubs_epi16(q5h, q8h),
+            );
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) + hsum_ps128(acc_m)
+}

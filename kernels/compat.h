@@ -1,0 +1,79 @@
+// compat.h: one header mapping the CUDA names our kernels use to HIP. Included by every kernel
+// file; the Rust side splices it into the source before NVRTC/hiprtc sees it, hipcc finds it by -I.
+// No headers are needed under NVRTC/hiprtc: half conversions are written out here.
+#pragma once
+
+#if defined(__HIPCC__) || defined(__HIP__) || defined(__HIP_PLATFORM_AMD__)
+#define RF_HIP 1
+#if !defined(__HIPCC_RTC__)
+#include <hip/hip_runtime.h>
+#endif
+#else
+#define RF_CUDA 1
+#endif
+
+#ifndef WARP_SIZE
+#define WARP_SIZE 32
+#endif
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef short i16;
+typedef unsigned int u32;
+typedef int i32;
+typedef unsigned long long u64;
+typedef long long i64;
+
+#define RF_KERNEL extern "C" __global__
+#define RF_DEVICE static __device__ __forceinline__
+#define RF_INF __int_as_float(0x7f800000)
+
+#if defined(RF_CUDA)
+RF_DEVICE float rf_shfl_xor(float v, int m) { return __shfl_xor_sync(0xffffffffu, v, m, WARP_SIZE); }
+RF_DEVICE int rf_shfl_xor_i(int v, int m) { return __shfl_xor_sync(0xffffffffu, v, m, WARP_SIZE); }
+RF_DEVICE float rf_h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+RF_DEVICE u16 rf_f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+#else
+RF_DEVICE float rf_shfl_xor(float v, int m) { return __shfl_xor(v, m, WARP_SIZE); }
+RF_DEVICE int rf_shfl_xor_i(int v, int m) { return __shfl_xor(v, m, WARP_SIZE); }
+RF_DEVICE float rf_h2f(u16 h) { union { u16 u; _Float16 f; } x; x.u = h; return (float)x.f; }
+RF_DEVICE u16 rf_f2h(float f) { union { u16 u; _Float16 f; } x; x.f = (_Float16)f; return x.u; }
+#endif
+
+RF_DEVICE float rf_bf2f(u16 h) { return __uint_as_float(((u32)h) << 16); }
+
+// Sum / max across one warp (wavefront).
+RF_DEVICE float rf_warp_sum(float v) {
+#pragma unroll
+    for (int m = WARP_SIZE / 2; m > 0; m >>= 1) v += rf_shfl_xor(v, m);
+    return v;
+}
+RF_DEVICE float rf_warp_max(float v) {
+#pragma unroll
+    for (int m = WARP_SIZE / 2; m > 0; m >>= 1) v = fmaxf(v, rf_shfl_xor(v, m));
+    return v;
+}
+
+// Sum across a block of blockDim.x threads (a multiple of WARP_SIZE, at most 1024); every thread
+// gets the result. `scratch` holds at least 32 floats of shared memory.
+RF_DEVICE float rf_block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const int nwarps = blockDim.x / WARP_SIZE;
+    v = rf_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : 0.0f;
+    return rf_warp_sum(v);
+}
+RF_DEVICE float rf_block_max(float v, float* scratch) {
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const int nwarps = blockDim.x / WARP_SIZE;
+    v = rf_warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : -RF_INF;
+    return rf_warp_max(v);
+}
