@@ -3,6 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::backend::cpu::CpuBackend;
+use crate::backend::Backend;
+use crate::model::Model;
+
 /// Where a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
@@ -49,6 +53,52 @@ impl fmt::Display for Device {
             Device::Cuda(i) => write!(f, "cuda:{i}"),
             Device::Rocm(i) => write!(f, "rocm:{i}"),
         }
+    }
+}
+
+/// A command's work on a loaded model, generic over the backend the device picks.
+pub trait ModelTask {
+    type Output;
+    /// Runs on `model`, which took `load_s` seconds to load.
+    fn run<B: Backend>(self, model: Model<B>, load_s: f64) -> crate::Result<Self::Output>;
+}
+
+/// Sets rayon's global pool to `threads` (default: every core); later calls keep the first.
+pub fn init_threads(threads: Option<usize>) -> crate::Result<usize> {
+    if let Some(0) = threads {
+        return Err(crate::Error::InvalidInput(
+            "--threads 0: must be positive".into(),
+        ));
+    }
+    let n = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // Fails only when the pool already exists (a second command in one process): keep it.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    Ok(rayon::current_num_threads())
+}
+
+/// Loads the model at `path` on `device` and runs `task` on it.
+pub fn with_model<T: ModelTask>(
+    path: &std::path::Path,
+    device: Device,
+    threads: Option<usize>,
+    task: T,
+) -> crate::Result<T::Output> {
+    init_threads(threads)?;
+    match device {
+        Device::Auto | Device::Cpu => {
+            let t0 = std::time::Instant::now();
+            let model = Model::open(path, CpuBackend::new())?;
+            task.run(model, t0.elapsed().as_secs_f64())
+        }
+        Device::Cuda(_) | Device::Rocm(_) => Err(crate::Error::InvalidInput(format!(
+            "--device {device}: this build has no GPU backend yet"
+        ))),
     }
 }
 
