@@ -373,6 +373,18 @@ fn offset_past_end() {
 }
 
 #[test]
+fn overlapping_tensors() {
+    let mut r = Raw::header(3, 2, 0);
+    r.tensor("a", &[16], 0, 0).tensor("b", &[8], 0, 32).data(96);
+    expect_err(&r, "tensor 'a' data [");
+    expect_err(&r, "overlaps tensor 'b'");
+    // Out of order but disjoint is accepted.
+    let mut r = Raw::header(3, 2, 0);
+    r.tensor("a", &[8], 0, 32).tensor("b", &[8], 0, 0).data(64);
+    assert!(r.parse().is_ok());
+}
+
+#[test]
 fn misaligned_offset() {
     let mut r = Raw::header(3, 1, 0);
     r.tensor("w", &[4], 0, 4).data(64);
