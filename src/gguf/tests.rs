@@ -599,3 +599,16 @@ fn mutated_files_never_panic() {
     }
     println!("{accepted} of 30000 mutants parsed");
 }
+
+#[test]
+fn reader_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<GgufFile>();
+    assert_send_sync::<TensorInfo>();
+    let f = std::sync::Arc::new(valid_raw().parse().unwrap());
+    let g = f.clone();
+    let n = std::thread::spawn(move || g.tensors().len())
+        .join()
+        .unwrap();
+    assert_eq!(n, 2);
+}
