@@ -105,7 +105,7 @@ fn gemma_decode(threads: usize) {
             (GgmlType::Q5_0, 1024, 640),
             (GgmlType::Q5_0, 256, 640),
             (
-                if l % 2 == 0 {
+                if l.is_multiple_of(2) {
                     GgmlType::Q8_0
                 } else {
                     GgmlType::Q5_0
@@ -117,7 +117,7 @@ fn gemma_decode(threads: usize) {
             (GgmlType::Q5_0, 2048, 640),
             (GgmlType::Q5_0, 2048, 640),
             (
-                if l % 2 == 0 {
+                if l.is_multiple_of(2) {
                     GgmlType::Q6K
                 } else {
                     GgmlType::Q4K
