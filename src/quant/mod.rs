@@ -11,7 +11,8 @@
 //! - [`vec_dot`] / [`vec_dot_ref`]: one weight row with one quantized activation row.
 //! - [`matmul`]: `out[t, r] = W[r] . x[t]` for f32 activations; the CPU backend's linear layer.
 //!
-//! Kernels chosen at run time: AVX2+FMA+F16C for F32, F16, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K
+//! Kernels chosen at run time: AVX2+FMA+F16C for F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//! Q4_K, Q5_K, Q6_K
 //! (4-token prefill kernels for Q4_0, Q5_0, Q8_0, Q4_K, Q6_K); scalar elsewhere.
 
 use crate::{Error, Result};

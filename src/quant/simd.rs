@@ -30,7 +30,10 @@ macro_rules! avx2_dot {
 
 avx2_dot!(dot_f32, super::float::vec_dot_f32_avx2);
 avx2_dot!(dot_f16, super::float::vec_dot_f16_avx2);
+avx2_dot!(dot_bf16, super::float::vec_dot_bf16_avx2);
 avx2_dot!(dot_q4_0, super::q4::vec_dot_q4_0_avx2);
+avx2_dot!(dot_q4_1, super::q4::vec_dot_q4_1_avx2);
+avx2_dot!(dot_q5_1, super::q5::vec_dot_q5_1_avx2);
 avx2_dot!(dot_q5_0, super::q5::vec_dot_q5_0_avx2);
 avx2_dot!(dot_q8_0, super::q8::vec_dot_q8_0_avx2);
 avx2_dot!(dot_q4_k, super::q4_k::vec_dot_avx2);
@@ -45,7 +48,10 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<DotFn> {
     Some(match ty {
         GgmlType::F32 => dot_f32,
         GgmlType::F16 => dot_f16,
+        GgmlType::BF16 => dot_bf16,
         GgmlType::Q4_0 => dot_q4_0,
+        GgmlType::Q4_1 => dot_q4_1,
+        GgmlType::Q5_1 => dot_q5_1,
         GgmlType::Q5_0 => dot_q5_0,
         GgmlType::Q8_0 => dot_q8_0,
         GgmlType::Q4K => dot_q4_k,
