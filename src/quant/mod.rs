@@ -12,7 +12,7 @@
 //! - [`matmul`]: `out[t, r] = W[r] . x[t]` for f32 activations; the CPU backend's linear layer.
 //!
 //! Kernels chosen at run time: AVX2+FMA+F16C for F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-//! Q4_K, Q5_K, Q6_K
+//! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (Q8_1 and Q8_K weights: scalar)
 //! (4-token prefill kernels for Q4_0, Q5_0, Q8_0, Q4_K, Q6_K); scalar elsewhere.
 
 use crate::{Error, Result};

@@ -36,6 +36,8 @@ avx2_dot!(dot_q4_1, super::q4::vec_dot_q4_1_avx2);
 avx2_dot!(dot_q5_1, super::q5::vec_dot_q5_1_avx2);
 avx2_dot!(dot_q5_0, super::q5::vec_dot_q5_0_avx2);
 avx2_dot!(dot_q8_0, super::q8::vec_dot_q8_0_avx2);
+avx2_dot!(dot_q2_k, super::q2_k::vec_dot_avx2);
+avx2_dot!(dot_q3_k, super::q3_k::vec_dot_avx2);
 avx2_dot!(dot_q4_k, super::q4_k::vec_dot_avx2);
 avx2_dot!(dot_q5_k, super::q5_k::vec_dot_avx2);
 avx2_dot!(dot_q6_k, super::q6_k::vec_dot_avx2);
@@ -54,6 +56,8 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<DotFn> {
         GgmlType::Q5_1 => dot_q5_1,
         GgmlType::Q5_0 => dot_q5_0,
         GgmlType::Q8_0 => dot_q8_0,
+        GgmlType::Q2K => dot_q2_k,
+        GgmlType::Q3K => dot_q3_k,
         GgmlType::Q4K => dot_q4_k,
         GgmlType::Q5K => dot_q5_k,
         GgmlType::Q6K => dot_q6_k,
