@@ -194,6 +194,7 @@ fn main() {
         (GgmlType::Q5_0, 2048, 640, 256),
         (GgmlType::Q4K, 640, 2048, 256),
         (GgmlType::Q8_0, 2048, 640, 256),
+        (GgmlType::Q8_0, 262_144, 640, 4),
     ];
     if filter.is_empty() || filter.iter().any(|f| f == "gemma") {
         for threads in [1, 2] {

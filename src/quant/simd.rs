@@ -117,13 +117,28 @@ macro_rules! dot4_q8_0_family {
             let $bw = wp.add(i * $wbytes);
             let (dw, qx): (f32, __m256i) = $unpack;
             let ax = _mm256_sign_epi8(qx, qx);
-            for k in 0..4 {
-                let ba = ap[k].add(i * 34);
-                let sy = _mm256_sign_epi8(ld256(ba.add(2)), qx);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
-                let d = _mm256_set1_ps(dw * ld_f16(ba));
-                acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k]);
+            // The 4 activation scales converted together, times the weight scale.
+            let h0 = ap[0].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let h1 = ap[1].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let h2 = ap[2].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let h3 = ap[3].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let packed = h0 | (h1 << 16) | (h2 << 32) | (h3 << 48);
+            let dd = _mm_mul_ps(
+                _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64)),
+                _mm_set1_ps(dw),
+            );
+            macro_rules! token {
+                ($k:expr, $lane:expr) => {{
+                    let sy = _mm256_sign_epi8(ld256(ap[$k].add(i * 34 + 2)), qx);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+                    let d = _mm256_broadcastss_ps(_mm_permute_ps::<$lane>(dd));
+                    acc[$k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[$k]);
+                }};
             }
+            token!(0, 0);
+            token!(1, 1);
+            token!(2, 2);
+            token!(3, 3);
         }
         [
             hsum_ps(acc[0]),
