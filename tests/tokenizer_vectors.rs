@@ -520,3 +520,78 @@ fn random_strings_match_llama_cpp() {
         failures.join("\n")
     );
 }
+
+/// `token_bytes` against llama.cpp's token_to_piece (special tokens rendered) for fresh random ids
+/// plus every token whose text starts with '<' (byte tokens, control tokens, tags).
+#[test]
+fn token_pieces_match_llama_cpp() {
+    if !llama_cpp_available() {
+        println!("skipped: llama-cpp-python not installed");
+        return;
+    }
+    let mut models: Vec<(String, PathBuf)> = VOCABS
+        .iter()
+        .filter_map(|n| Some((n.to_string(), vocab_path(n)?)))
+        .collect();
+    if let Some(g) = gemma_path() {
+        models.push(("gemma3".into(), g));
+    }
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let dir = std::env::temp_dir().join(format!("rocmforge-pieces-{}-{seed}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/ref_pieces.py");
+    let mut failures = Vec::new();
+    for (name, path) in &models {
+        let tok = load(path);
+        let n = tok.vocab_size() as u32;
+        let mut ids: Vec<u32> = (0..400)
+            .map(|_| rand::Rng::gen_range(&mut rng, 0..n))
+            .collect();
+        ids.extend(
+            (0..n)
+                .filter(|&i| tok.token_text(i).is_some_and(|t| t.starts_with('<')))
+                .take(3000),
+        );
+        let inp = dir.join(format!("{name}.ids.json"));
+        let out = dir.join(format!("{name}.pieces.json"));
+        std::fs::write(&inp, serde_json::to_string(&ids).unwrap()).unwrap();
+        let st = Command::new("python3")
+            .arg(&script)
+            .args([path.as_os_str(), inp.as_os_str(), out.as_os_str()])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let want: Vec<String> =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let mut pass = 0;
+        for (&id, hex) in ids.iter().zip(&want) {
+            let got: String = tok
+                .token_bytes(id)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if &got == hex {
+                pass += 1;
+            } else {
+                failures.push(format!(
+                    "{name} id {id} {:?}: want {hex} got {got}",
+                    tok.token_text(id)
+                ));
+            }
+        }
+        println!("{name}: {pass}/{} token pieces match llama.cpp", ids.len());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures.is_empty(),
+        "seed {seed}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
