@@ -83,7 +83,9 @@ pub struct Vocab {
     pub token_types: Option<Vec<i32>>,
     /// `tokenizer.ggml.merges` ("left right", best first).
     pub merges: Vec<String>,
-    /// Special token ids found in the metadata: (key from [`SPECIAL_ID_KEYS`], value).
+    /// Special token ids found in the metadata: (key from [`SPECIAL_ID_KEYS`], value). A negative
+    /// value or 4294967295 (-1 stored unsigned) means "not set"; any other value outside the
+    /// vocabulary is an error.
     pub special_ids: Vec<(String, i64)>,
     /// `tokenizer.ggml.add_bos_token`.
     pub add_bos: Option<bool>,
@@ -379,8 +381,8 @@ impl Tokenizer {
         let (mut eot, mut eom, mut fim_pad, mut fim_rep, mut fim_sep) =
             (None, None, None, None, None);
         for (key, val) in &v.special_ids {
-            if *val < 0 {
-                continue; // -1: not set
+            if *val < 0 || *val == i64::from(u32::MAX) {
+                continue; // -1 (also stored as u32: 4294967295) means "not set"
             }
             if *val as u64 >= n as u64 {
                 return Err(Error::Tokenizer(format!(
