@@ -97,7 +97,10 @@ fn gpu_backend_matches_cpu_backend() {
             &gpu.to_host(&gpu.glu(&xg, &dg, kind).unwrap()).unwrap(),
             &cpu.to_host(&cpu.glu(&xc, &dc, kind).unwrap()).unwrap(),
         );
-        assert!(e < 1e-5, "glu {kind:?} {e}");
+        // The CPU takes GELU from an f16 table (ggml CPU); the GPU computes it in f32 like
+        // ggml CUDA: 2e-3 for GeGLU, 1e-5 for SwiGLU.
+        let tol = if kind == GluKind::GeGlu { 2e-3 } else { 1e-5 };
+        assert!(e < tol, "glu {kind:?} {e}");
     }
     let (mut sc, mut sg) = both(&cpu, &gpu, &xd, n, d);
     cpu.softmax(&mut sc).unwrap();

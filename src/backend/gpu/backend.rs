@@ -68,6 +68,8 @@ pub struct GpuKv {
 
 /// A host vector and its device copy, reused while the contents stay the same.
 type Cached = Option<(Vec<u32>, Arc<GpuBuffer<u32>>)>;
+/// The same for f32 data.
+type CachedF32 = Option<(Vec<f32>, Arc<GpuBuffer<f32>>)>;
 
 /// The batch index uploaded for one forward pass.
 struct IndexBufs {
@@ -82,7 +84,7 @@ struct IndexBufs {
 pub struct GpuBackend {
     dev: GpuDevice,
     uploads: Mutex<[Cached; 5]>,
-    freq_factors: Mutex<Option<(Vec<f32>, Arc<GpuBuffer<f32>>)>>,
+    freq_factors: Mutex<CachedF32>,
 }
 
 const SLOT_POSITIONS: usize = 0;
@@ -296,7 +298,7 @@ impl Backend for GpuBackend {
 
     fn rms_norm(&self, x: &GpuTensor, w: &GpuTensor, eps: f32) -> Result<GpuTensor> {
         let d = w.rows * w.cols;
-        if d == 0 || x.cols % d != 0 {
+        if d == 0 || !x.cols.is_multiple_of(d) {
             return Err(Error::InvalidInput(format!(
                 "rms_norm: {} columns not a multiple of the weight's {d}",
                 x.cols

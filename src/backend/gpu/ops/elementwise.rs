@@ -39,7 +39,7 @@ pub fn elementwise(dev: &GpuDevice, x: &GpuBuffer<f32>, count: usize, op: EltOp)
             (ADD_F32, y.ptr(), 1, 0.0)
         }
         EltOp::AddBias(b, cols) => {
-            if cols == 0 || count % cols != 0 {
+            if cols == 0 || !count.is_multiple_of(cols) {
                 return Err(Error::Gpu(format!(
                     "add_bias: {count} elements in rows of {cols}"
                 )));
