@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::backend::gpu::{open_auto, GpuDevice, GpuKind};
+
 /// Where a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
@@ -52,6 +54,30 @@ impl fmt::Display for Device {
     }
 }
 
+impl Device {
+    /// Opens the GPU this names. `cpu`: `Ok(None)`. `cuda[:N]`/`rocm[:N]`: that device, or an
+    /// error saying why not. `auto`: the first working GPU, saying on stderr which one and why
+    /// any other was rejected; `Ok(None)` (after the reasons) when none works.
+    pub fn open_gpu(self) -> crate::Result<Option<GpuDevice>> {
+        match self {
+            Device::Cpu => Ok(None),
+            Device::Cuda(i) => GpuDevice::open(GpuKind::Cuda, i).map(Some),
+            Device::Rocm(i) => GpuDevice::open(GpuKind::Rocm, i).map(Some),
+            Device::Auto => {
+                let (dev, rejected) = open_auto();
+                for r in &rejected {
+                    eprintln!("device auto: rejected {r}");
+                }
+                match &dev {
+                    Some(d) => eprintln!("device auto: using {}", d.info()),
+                    None => eprintln!("device auto: no usable GPU, using the CPU"),
+                }
+                Ok(dev)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +92,16 @@ mod tests {
         assert!("gpu".parse::<Device>().is_err());
         assert!("cuda:x".parse::<Device>().is_err());
         assert!("cpu:1".parse::<Device>().is_err());
+    }
+
+    #[test]
+    fn opening_never_panics() {
+        assert!(Device::Cpu.open_gpu().unwrap().is_none());
+        // Without a GPU (CI) these fail with a reason; with one they may succeed.
+        let _ = Device::Auto.open_gpu();
+        if let Err(e) = Device::Cuda(999).open_gpu() {
+            assert!(!e.to_string().is_empty());
+        }
+        assert!(Device::Rocm(999).open_gpu().is_err());
     }
 }
