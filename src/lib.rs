@@ -5,9 +5,14 @@
 
 pub mod backend;
 pub mod cli;
+pub mod engine;
 pub mod error;
+pub mod gguf;
+pub mod kv_cache;
 pub mod model;
 pub mod quant;
 pub mod sampler;
+pub mod server;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -1,3 +1,161 @@
-//! The op set the models run on, and its implementations.
+//! The op set every model runs on, and its implementations (one directory per backend).
+//!
+//! A model is generic over `B: Backend` and monomorphized; the CLI picks the backend at run
+//! time. Activations are `B::Tensor`s: f32 matrices `[rows, cols]` (row-major, one row per
+//! token) resident on the device. Weights are `B::Weight`s: matrices `[rows, cols]` in their
+//! GGUF quant type, resident on the device; `matmul` computes `x · Wᵀ` (llama.cpp's
+//! `ggml_mul_mat(w, x)`). KV storage (`B::Kv`) is one layer's K or V cache, F16, paged:
+//! `[n_blocks, BLOCK_SIZE, n_kv_heads, head_dim]`; a sequence's token at position `pos` lives at
+//! `(block_table[pos / BLOCK_SIZE], pos % BLOCK_SIZE)`.
+//!
+//! Ops return `Result`: shape mismatches are errors, never panics. Host-side inputs (token ids,
+//! positions, the [`Batch`]) are passed as slices; a GPU backend uploads what it needs.
 
+pub mod cpu;
 pub mod gpu;
+
+use std::sync::Arc;
+
+use crate::model::Batch;
+use crate::quant::GgmlType;
+use crate::Result;
+
+/// Bytes in host memory shared with their owner (typically a memory-mapped GGUF file), so that
+/// a CPU backend can use weights in place without copying them.
+pub type HostBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// How rotary embedding pairs up the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeKind {
+    /// Adjacent pairs `(x[2i], x[2i+1])` (llama.cpp's `LLAMA_ROPE_TYPE_NORM`: llama).
+    Normal,
+    /// Pairs split by half the rotated dimensions `(x[i], x[i + n_rot/2])` (`NEOX`: qwen2, gemma3).
+    Neox,
+}
+
+/// Rotary position embedding parameters of one layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeParams {
+    pub kind: RopeKind,
+    /// Number of heads in the tensor being rotated (its cols = n_heads * head_dim).
+    pub n_heads: usize,
+    pub head_dim: usize,
+    /// Rotated dimensions per head (`rope.dimension_count`, <= head_dim).
+    pub n_rot: usize,
+    /// Frequency base (`rope.freq_base`, or the sliding-window base on SWA layers).
+    pub freq_base: f32,
+    /// Linear frequency scale (1 / `rope.scaling.factor`; 1.0 when unscaled).
+    pub freq_scale: f32,
+    /// Per-pair frequency divisors (`rope_freqs.weight`, Llama 3.1+), `[n_rot / 2]`.
+    pub freq_factors: Option<Vec<f32>>,
+}
+
+/// Attention parameters of one layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnParams {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplies Q·K before the softmax.
+    pub scale: f32,
+    /// A key at position `j` is visible from a query at `p` only if `p - j < window`.
+    pub window: Option<usize>,
+    /// Attention logit soft-capping: `s = cap * tanh(s / cap)` (after `scale`).
+    pub softcap: Option<f32>,
+}
+
+/// The gated linear unit of the feed-forward block: `act(gate) * up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GluKind {
+    /// SiLU (llama, qwen2).
+    SwiGlu,
+    /// GELU, tanh approximation as llama.cpp's `ggml_gelu` (gemma3).
+    GeGlu,
+}
+
+/// The operations a model needs. Shapes are `[rows, cols]`; `n` below is the number of tokens.
+pub trait Backend: Send + Sync + Sized {
+    /// An f32 activation matrix on the device.
+    type Tensor: Send;
+    /// A weight matrix in its GGUF type on the device.
+    type Weight: Send + Sync;
+    /// One layer's K or V cache on the device.
+    type Kv: Send;
+
+    /// A short name for reports ("CPU", "CUDA", ...).
+    fn name(&self) -> String;
+    /// Worker threads used on the host.
+    fn threads(&self) -> usize;
+
+    // ---- memory ----
+
+    /// A weight `[rows, cols]` of type `ty` from its GGUF bytes (row-major, rows of `cols`
+    /// elements as ggml stores them).
+    fn weight(
+        &self,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: HostBytes,
+    ) -> Result<Self::Weight>;
+    /// `(type, rows, cols)` of a weight.
+    fn weight_shape(&self, w: &Self::Weight) -> (GgmlType, usize, usize);
+    /// A tensor `[rows, cols]` holding `data` (row-major).
+    fn tensor(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
+    /// `(rows, cols)` of a tensor.
+    fn shape(&self, t: &Self::Tensor) -> (usize, usize);
+    /// A tensor's contents copied to the host, row-major.
+    fn to_host(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// One layer's K or V cache of `n_blocks` blocks, zero-filled.
+    fn kv_alloc(&self, n_blocks: usize, n_kv_heads: usize, head_dim: usize) -> Result<Self::Kv>;
+
+    // ---- ops ----
+
+    /// Rows `tokens` of an embedding table `[n_vocab, n_embd]`, dequantized: `[n, n_embd]`.
+    fn embedding(&self, table: &Self::Weight, tokens: &[u32]) -> Result<Self::Tensor>;
+    /// RMS norm times `w` (`[1, d]`) over each group of `d` consecutive elements of each row of
+    /// `x` (`d` = cols for a plain norm, head_dim for per-head Q/K norms).
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    /// `x += delta`, then returns `rms_norm(x) * w` (the residual add fused with the next norm).
+    fn add_rms_norm(
+        &self,
+        x: &mut Self::Tensor,
+        delta: &Self::Tensor,
+        w: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+    /// `x [n, cols] · wᵀ` -> `[n, rows]`.
+    fn matmul(&self, w: &Self::Weight, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `x += y` (same shape).
+    fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
+    /// `x[i, :] += b[0, :]` for every row.
+    fn add_bias(&self, x: &mut Self::Tensor, b: &Self::Tensor) -> Result<()>;
+    /// `x *= s`.
+    fn scale(&self, x: &mut Self::Tensor, s: f32) -> Result<()>;
+    /// `x = cap * tanh(x / cap)`.
+    fn softcap(&self, x: &mut Self::Tensor, cap: f32) -> Result<()>;
+    /// Rotary embedding in place; `x` is `[n, n_heads * head_dim]`, `positions` `[n]`.
+    fn rope(&self, x: &mut Self::Tensor, positions: &[u32], p: &RopeParams) -> Result<()>;
+    /// Writes row `i` of `x` (`[n, n_kv_heads * head_dim]`) into the cache at token `i`'s slot
+    /// (its sequence's block table at its position).
+    fn kv_store(&self, cache: &mut Self::Kv, x: &Self::Tensor, batch: &Batch) -> Result<()>;
+    /// Causal attention of `q` (`[n, n_heads * head_dim]`) over each token's sequence in the
+    /// caches, positions `0..=pos` (and within `window`), GQA: query head `h` uses KV head
+    /// `h / (n_heads / n_kv_heads)`. Returns `[n, n_heads * head_dim]`.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Kv,
+        v: &Self::Kv,
+        batch: &Batch,
+        p: &AttnParams,
+    ) -> Result<Self::Tensor>;
+    /// `act(gate) * up`, elementwise (same shapes).
+    fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, kind: GluKind) -> Result<Self::Tensor>;
+    /// Softmax of each row in place.
+    fn softmax(&self, x: &mut Self::Tensor) -> Result<()>;
+    /// Index of the largest element of each row (the first one on ties).
+    fn argmax(&self, x: &Self::Tensor) -> Result<Vec<u32>>;
+    /// The rows `rows` of `x`, in that order.
+    fn get_rows(&self, x: &Self::Tensor, rows: &[u32]) -> Result<Self::Tensor>;
+}

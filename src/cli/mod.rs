@@ -2,6 +2,7 @@
 //! The binary `rocmforge_cli` only dispatches to these.
 
 pub mod bench;
+pub mod device;
 pub mod generate;
 pub mod info;
 pub mod perplexity;

@@ -5,5 +5,7 @@
 //! physical block id. `generate` uses one sequence; the server's scheduler packs many.
 
 pub mod batch;
+pub mod kv_cache;
 
 pub use batch::{Batch, SeqSlot, BLOCK_SIZE};
+pub use kv_cache::KvCache;
