@@ -271,6 +271,7 @@ fn parse_common(o: &Map<String, Value>, chat: bool) -> Result<CommonParams, ApiE
     if sampling.top_p == 0.0 {
         return Err(ApiError::bad("top_p", "top_p = 0 must be greater than 0"));
     }
+    crate::engine::sampling::validate(&sampling)?;
     let stream = opt_bool(o, "stream")?.unwrap_or(false);
     let include_usage = match present(o, "stream_options") {
         None => false,
