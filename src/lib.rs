@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod quant;

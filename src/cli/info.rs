@@ -1,6 +1,9 @@
-//! `rocmforge_cli info`.
+//! `rocmforge_cli info`: prints a GGUF file's architecture, parameter count, tensor-type
+//! histogram, context length, metadata and tensors.
 
 use clap::Args;
+
+use crate::gguf::{info, GgufFile};
 
 /// Arguments of `rocmforge_cli info`.
 #[derive(Debug, Args)]
@@ -11,8 +14,8 @@ pub struct InfoArgs {
 }
 
 /// Runs the command.
-pub fn run(_args: InfoArgs) -> crate::Result<()> {
-    Err(crate::Error::InvalidInput(
-        "the info command is not implemented yet".into(),
-    ))
+pub fn run(args: InfoArgs) -> crate::Result<()> {
+    let f = GgufFile::open(&args.gguf)?;
+    print!("{}", info::summary(&f));
+    Ok(())
 }

@@ -1,0 +1,106 @@
+//! Quantized matmul throughput: GB/s of weights read per second for the shapes that dominate
+//! Gemma 3 270M Q4_K_M decode ([262144 x 640] Q8_0 output, [2048 x 640] Q5_0 ffn_gate/up,
+//! [640 x 2048] Q4_K / Q6_K ffn_down), on 1 and 2 threads, decode (1 token) and prefill (256).
+//!
+//! Run: `cargo bench --bench quant` (filter: `cargo bench --bench quant -- Q8_0`).
+
+use std::time::{Duration, Instant};
+
+use rocmforge::quant::{matmul, GgmlType};
+
+/// Offsets of the f16 scale fields in one block.
+fn scale_fields(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q6K => &[208],
+        _ => &[],
+    }
+}
+
+/// Pseudo-random weights with small finite scales (xorshift; contents do not affect speed).
+fn weights(ty: GgmlType, n_rows: usize, n_cols: usize) -> Vec<u8> {
+    let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    let mut w: Vec<u8> = (0..n_rows * rb)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect();
+    if ty == GgmlType::F16 {
+        for h in w.chunks_mut(2) {
+            h[1] &= 0x3b; // finite, |x| < 1
+        }
+    }
+    for b in w.chunks_mut(ty.block_bytes()) {
+        for &o in scale_fields(ty) {
+            b[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+        }
+    }
+    w
+}
+
+fn bench(ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize, threads: usize) {
+    let w = weights(ty, n_rows, n_cols);
+    let x: Vec<f32> = (0..n_tok * n_cols)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let mut out = vec![0f32; n_tok * n_rows];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        matmul(ty, &w, n_rows, n_cols, &x, &mut out).unwrap();
+        let mut iters = 0u32;
+        let start = Instant::now();
+        let mut best = Duration::MAX;
+        while start.elapsed() < Duration::from_millis(1500) || iters < 3 {
+            let t = Instant::now();
+            matmul(ty, &w, n_rows, n_cols, &x, &mut out).unwrap();
+            best = best.min(t.elapsed());
+            iters += 1;
+        }
+        let secs = best.as_secs_f64();
+        let gbs = w.len() as f64 / secs / 1e9;
+        let gmacs = (n_rows * n_cols * n_tok) as f64 / secs / 1e9;
+        println!(
+            "{:<5} [{n_rows:>6} x {n_cols:>4}] n_tok {n_tok:>3} threads {threads}: {:>8.3} ms  {gbs:>6.2} GB/s weights  {gmacs:>7.2} GMAC/s  ({iters} runs, best)",
+            ty.name(),
+            secs * 1e3
+        );
+    });
+    std::hint::black_box(&out);
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let cases: &[(GgmlType, usize, usize, usize)] = &[
+        (GgmlType::Q8_0, 262_144, 640, 1),
+        (GgmlType::Q5_0, 2048, 640, 1),
+        (GgmlType::Q8_0, 2048, 640, 1),
+        (GgmlType::Q4K, 640, 2048, 1),
+        (GgmlType::Q6K, 640, 2048, 1),
+        (GgmlType::F16, 2048, 640, 1),
+        (GgmlType::F32, 2048, 640, 1),
+        (GgmlType::F32, 65_536, 640, 1),
+        (GgmlType::Q5_0, 2048, 640, 256),
+        (GgmlType::Q4K, 640, 2048, 256),
+        (GgmlType::Q8_0, 2048, 640, 256),
+    ];
+    for &(ty, r, c, t) in cases {
+        let label = format!("{} {r}x{c} {t}", ty.name());
+        if !filter.is_empty() && !filter.iter().any(|f| label.contains(f.as_str())) {
+            continue;
+        }
+        for threads in [1, 2] {
+            bench(ty, r, c, t, threads);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! AVX2 + FMA + F16C helpers and the run-time kernel choice. The kernels themselves live in
+//! each block family's file (`vec_dot_avx2` beside `vec_dot_ref`).
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::{DotFn, GgmlType};
+
+/// Whether this CPU has AVX2, FMA and F16C (checked once).
+pub(crate) fn has_avx2() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// Declares a safe `DotFn` wrapper around an AVX2 kernel. The wrapper is only handed out by
+/// [`kernel`] after [`has_avx2`] returned true, and the caller has checked the lengths.
+macro_rules! avx2_dot {
+    ($name:ident, $kernel:path) => {
+        fn $name(w: &[u8], a: &[u8], n: usize) -> f32 {
+            // SAFETY: only reachable through `kernel`, which checks the CPU features first;
+            // the slice lengths match `n` (checked by vec_dot / matmul).
+            unsafe { $kernel(w, a, n) }
+        }
+    };
+}
+
+avx2_dot!(dot_f32, super::float::vec_dot_f32_avx2);
+avx2_dot!(dot_f16, super::float::vec_dot_f16_avx2);
+avx2_dot!(dot_q4_0, super::q4::vec_dot_q4_0_avx2);
+avx2_dot!(dot_q5_0, super::q5::vec_dot_q5_0_avx2);
+avx2_dot!(dot_q8_0, super::q8::vec_dot_q8_0_avx2);
+avx2_dot!(dot_q4_k, super::q4_k::vec_dot_avx2);
+avx2_dot!(dot_q5_k, super::q5_k::vec_dot_avx2);
+avx2_dot!(dot_q6_k, super::q6_k::vec_dot_avx2);
+
+/// The AVX2 kernel for `ty`, when this CPU has AVX2, FMA and F16C and one exists.
+pub(crate) fn kernel(ty: GgmlType) -> Option<DotFn> {
+    if !has_avx2() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::F32 => dot_f32,
+        GgmlType::F16 => dot_f16,
+        GgmlType::Q4_0 => dot_q4_0,
+        GgmlType::Q5_0 => dot_q5_0,
+        GgmlType::Q8_0 => dot_q8_0,
+        GgmlType::Q4K => dot_q4_k,
+        GgmlType::Q5K => dot_q5_k,
+        GgmlType::Q6K => dot_q6_k,
+        _ => return None,
+    })
+}
+
+/// Horizontal sum of 8 floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Horizontal sum of 4 floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn hsum_ps128(s: __m128) -> f32 {
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// The f16 at `p` (unaligned) as f32, with F16C.
+///
+/// # Safety
+/// `p` must be readable for 2 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn ld_f16(p: *const u8) -> f32 {
+    let h = p.cast::<u16>().read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// 32 bytes at `p`, unaligned.
+///
+/// # Safety
+/// `p` must be readable for 32 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn ld256(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p.cast())
+}
+
+/// 16 bytes at `p`, unaligned.
+///
+/// # Safety
+/// `p` must be readable for 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn ld128(p: *const u8) -> __m128i {
+    _mm_loadu_si128(p.cast())
+}
+
+/// Sums of adjacent products of signed bytes x*y, as 8 i32 (ggml's mul_sum_i8_pairs; exact
+/// unless both bytes of a pair are -128).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    let dot = _mm256_maddubs_epi16(ax, sy);
+    _mm256_madd_epi16(dot, _mm256_set1_epi16(1))
+}
+
+/// 16 bytes of nibbles -> 32 bytes: the low nibbles first, then the high nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn nibbles_32(tmp: __m128i) -> __m256i {
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(tmp), tmp);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// 32 bits -> 32 bytes, 0xFF where the bit is set (bit i -> byte i).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn bits_32(x: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
