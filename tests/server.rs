@@ -55,7 +55,14 @@ impl Server {
             .arg("serve")
             .arg("--gguf")
             .arg(model)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--device", "cpu"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--device",
+                "cpu",
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -79,7 +86,10 @@ impl Server {
             if let Some((200, _)) = http(self.port, "GET", "/health", "") {
                 return;
             }
-            assert!(t0.elapsed() < Duration::from_secs(120), "server not healthy after 120 s");
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "server not healthy after 120 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -128,7 +138,14 @@ fn openai_client_suite() {
     }
     let main = Server::start(
         &model,
-        &["--parallel", "64", "--ctx-size", "512", "--queue-size", "256"],
+        &[
+            "--parallel",
+            "64",
+            "--ctx-size",
+            "512",
+            "--queue-size",
+            "256",
+        ],
     );
     let small = Server::start(
         &model,
@@ -153,7 +170,8 @@ fn sigterm_drains_running_requests_then_exits() {
     let mut server = Server::start(&model, &["--parallel", "2", "--ctx-size", "512"]);
     let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let body = r#"{"prompt": "Once upon a time", "max_tokens": 300, "temperature": 0, "stream": true}"#;
+    let body =
+        r#"{"prompt": "Once upon a time", "max_tokens": 300, "temperature": 0, "stream": true}"#;
     write!(
         s,
         "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -177,16 +195,25 @@ fn sigterm_drains_running_requests_then_exits() {
     assert!(kill.success());
     let mut rest = String::new();
     r.read_to_string(&mut rest).unwrap();
-    assert!(rest.contains("\"finish_reason\":\"length\""), "the running request did not finish");
+    assert!(
+        rest.contains("\"finish_reason\":\"length\""),
+        "the running request did not finish"
+    );
     assert!(rest.trim_end().ends_with("data: [DONE]\n\n0") || rest.contains("data: [DONE]"));
     let t0 = Instant::now();
     let status = loop {
         if let Some(st) = server.child.try_wait().unwrap() {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "server did not exit after SIGTERM");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "server did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}");
-    assert!(http(server.port, "GET", "/health", "").is_none(), "still accepting after exit");
+    assert!(
+        http(server.port, "GET", "/health", "").is_none(),
+        "still accepting after exit"
+    );
 }

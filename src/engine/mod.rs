@@ -83,4 +83,4 @@ pub trait TokenSampler: Send {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

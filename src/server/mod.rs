@@ -13,6 +13,9 @@ pub mod error;
 pub mod params;
 pub mod routes;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

@@ -438,13 +438,15 @@ pub fn parse_chat(o: &Map<String, Value>) -> Result<ChatParams, ApiError> {
             {
                 r.clone()
             }
-            other => return Err(ApiError::bad(
-                &format!("messages[{i}].role"),
-                format!(
+            other => {
+                return Err(ApiError::bad(
+                    &format!("messages[{i}].role"),
+                    format!(
                     "messages[{i}].role must be system, user, assistant, tool or developer, got {}",
                     other.map_or("nothing".to_string(), short)
                 ),
-            )),
+                ))
+            }
         };
         messages.push(ChatMessage {
             role,
