@@ -27,6 +27,8 @@ typedef long long i64;
 
 #define RF_KERNEL extern "C" __global__
 #define RF_DEVICE static __device__ __forceinline__
+// Explicit template specializations take no storage class.
+#define RF_DEVICE_SPEC __device__ __forceinline__
 #define RF_INF __int_as_float(0x7f800000)
 
 #if defined(RF_CUDA)

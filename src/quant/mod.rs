@@ -295,6 +295,20 @@ pub(crate) fn ref_kernel(ty: GgmlType) -> DotFn {
     }
 }
 
+/// A kernel dotting one weight row with 4 activation rows at once (prefill).
+pub(crate) type Dot4Fn = fn(&[u8], [&[u8]; 4], usize) -> [f32; 4];
+
+/// The 4-token kernel for `ty` where one exists on this CPU.
+pub(crate) fn best_kernel_x4(ty: GgmlType) -> Option<Dot4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    return simd::kernel_x4(ty);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        None
+    }
+}
+
 /// The fastest kernel for `ty` on this CPU (AVX2+FMA+F16C where detected, scalar otherwise).
 pub(crate) fn best_kernel(ty: GgmlType) -> DotFn {
     #[cfg(target_arch = "x86_64")]

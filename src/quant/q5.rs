@@ -161,3 +161,18 @@ pub(super) unsafe fn vec_dot_q5_0_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
     }
     hsum_ps(_mm256_add_ps(acc0, acc1))
 }
+
+/// AVX2: one weight row with 4 Q8_0 activation rows (prefill), weights unpacked once per block.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` and each `a[k]` hold `n / 32` blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q5_0_x4_avx2(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+    super::simd::dot4_q8_0_family!(w, a, n, 22, |bw| {
+        let qh = bw.add(2).cast::<u32>().read_unaligned();
+        let hi = _mm256_andnot_si256(super::simd::bits_32(qh), _mm256_set1_epi8(0xF0u8 as i8));
+        let lo = super::simd::nibbles_32(super::simd::ld128(bw.add(6)));
+        (ld_f16(bw), _mm256_or_si256(lo, hi))
+    })
+}

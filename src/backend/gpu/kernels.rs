@@ -3,8 +3,12 @@
 //! Each `kernels/<family>.cu` starts with `#include "compat.h"`; [`KernelSource::full_source`]
 //! splices the header in, so NVRTC and hiprtc need no include paths.
 
+use crate::quant::GgmlType;
+
 /// The compat header every kernel file includes.
 pub const COMPAT_H: &str = include_str!("../../../kernels/compat.h");
+/// The quantized block formats, shared by matvec, matmul and embedding.
+pub const QUANTS_H: &str = include_str!("../../../kernels/quants.h");
 
 /// One kernel file: its family name and source text.
 #[derive(Debug, Clone, Copy)]
@@ -20,7 +24,17 @@ pub struct KernelSource {
 impl KernelSource {
     /// The source with `compat.h` spliced in.
     pub fn full_source(&self) -> String {
-        self.source.replace("#include \"compat.h\"", COMPAT_H)
+        let mut s = self.source.to_string();
+        for (inc, text) in [
+            ("#include \"quants.h\"", QUANTS_H),
+            ("#include \"compat.h\"", COMPAT_H),
+        ] {
+            if let Some(i) = s.find(inc) {
+                s.replace_range(i..i + inc.len(), text);
+                s = s.replace(inc, "");
+            }
+        }
+        s.replace("#pragma once", "")
     }
 }
 
@@ -47,9 +61,89 @@ kernel_file!(
     "glu",
     [SWIGLU_F32 = "swiglu_f32", GEGLU_F32 = "geglu_f32"]
 );
+kernel_file!(RMS_NORM, "rms_norm", [RMS_NORM_F32 = "rms_norm_f32"]);
+kernel_file!(ROPE, "rope", [ROPE_F32 = "rope_f32"]);
+kernel_file!(SOFTMAX, "softmax", [SOFTMAX_F32 = "softmax_f32"]);
+kernel_file!(ARGMAX, "argmax", [ARGMAX_F32 = "argmax_f32"]);
+kernel_file!(
+    ATTENTION,
+    "attention",
+    [
+        ATTENTION_F16KV = "attention_f16kv",
+        KV_WRITE_F16 = "kv_write_f16",
+        WEIGHTED_V_F16KV = "weighted_v_f16kv",
+    ]
+);
+kernel_file!(
+    MATVEC,
+    "matvec",
+    [
+        MATVEC_SCALAR_F32 = "matvec_scalar_f32",
+        MATVEC_SCALAR_F16 = "matvec_scalar_f16",
+        MATVEC_SCALAR_BF16 = "matvec_scalar_bf16",
+    ]
+);
+kernel_file!(MATMUL, "matmul", [F32_TO_F16 = "f32_to_f16"]);
+kernel_file!(
+    EMBEDDING,
+    "embedding",
+    [
+        EMBEDDING_SCALAR_F32 = "embedding_scalar_f32",
+        EMBEDDING_SCALAR_F16 = "embedding_scalar_f16",
+    ]
+);
+
+/// Prefixes of the kernels instantiated once per tensor type (`matvec_q4_k`), by
+/// `RF_FOR_EACH_TYPE` in `quants.h`.
+pub const MATVEC_PREFIX: &str = "matvec";
+/// See [`MATVEC_PREFIX`].
+pub const MATMUL_PREFIX: &str = "matmul";
+/// See [`MATVEC_PREFIX`].
+pub const DEQUANT_F16_PREFIX: &str = "dequant_f16";
+/// See [`MATVEC_PREFIX`].
+pub const EMBEDDING_PREFIX: &str = "embedding";
+
+/// The kernel-name suffix of a tensor type (`q4_k`), or `None` for types without kernels.
+pub fn type_suffix(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::F32 => "f32",
+        GgmlType::F16 => "f16",
+        GgmlType::BF16 => "bf16",
+        GgmlType::Q4_0 => "q4_0",
+        GgmlType::Q4_1 => "q4_1",
+        GgmlType::Q5_0 => "q5_0",
+        GgmlType::Q5_1 => "q5_1",
+        GgmlType::Q8_0 => "q8_0",
+        GgmlType::Q2K => "q2_k",
+        GgmlType::Q3K => "q3_k",
+        GgmlType::Q4K => "q4_k",
+        GgmlType::Q5K => "q5_k",
+        GgmlType::Q6K => "q6_k",
+        _ => return None,
+    })
+}
+
+/// The types with GPU kernels.
+pub const GPU_TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
 
 /// Every kernel file, for CI compilation checks.
-pub const ALL: &[KernelSource] = &[GLU];
+pub const ALL: &[KernelSource] = &[
+    GLU, RMS_NORM, ROPE, SOFTMAX, ARGMAX, ATTENTION, MATVEC, MATMUL, EMBEDDING,
+];
 
 #[cfg(test)]
 mod tests {
@@ -58,11 +152,30 @@ mod tests {
     #[test]
     fn every_kernel_name_is_defined_in_its_source() {
         for f in ALL {
-            assert!(f.source.contains("#include \"compat.h\""), "{}", f.name);
+            assert!(
+                f.source.contains("#include \"compat.h\"")
+                    || f.source.contains("#include \"quants.h\""),
+                "{}",
+                f.name
+            );
             for k in f.kernels {
                 let decl = format!("RF_KERNEL void {k}(");
                 assert!(f.source.contains(&decl), "{} lacks {decl}", f.name);
             }
+            let full = f.full_source();
+            assert!(!full.contains("#include \"compat.h\""), "{}", f.name);
+            assert!(!full.contains("#include \"quants.h\""), "{}", f.name);
+        }
+    }
+
+    #[test]
+    fn per_type_kernels_cover_gpu_types() {
+        for ty in GPU_TYPES {
+            let s = type_suffix(ty).unwrap();
+            let m = format!("MACRO(RF_{}, {s})", s.to_uppercase());
+            assert!(QUANTS_H.contains(&m), "quants.h lacks {m}");
+            let id = format!("#define RF_{} {}", s.to_uppercase(), ty as u32);
+            assert!(QUANTS_H.contains(&id), "quants.h lacks {id}");
         }
     }
 }

@@ -1,0 +1,34 @@
+// RMSNorm fused with the residual add: s = x (+ residual); sum_out = s (optional);
+// out = s / sqrt(mean(s^2) + eps) * weight. One block per row.
+#include "compat.h"
+
+struct RmsNormParams {
+    const float* x;         // [rows, n]
+    const float* residual;  // [rows, n] or null
+    float* sum_out;         // [rows, n] or null: receives x + residual (may alias x or residual)
+    const float* weight;    // [n]
+    float* out;             // [rows, n] (may alias x)
+    u32 n;
+    float eps;
+};
+
+RF_KERNEL void rms_norm_f32(const RmsNormParams p) {
+    __shared__ float scratch[32];
+    const u64 base = (u64)blockIdx.x * p.n;
+    float ss = 0.0f;
+    for (u32 i = threadIdx.x; i < p.n; i += blockDim.x) {
+        float s = p.x[base + i];
+        if (p.residual) s += p.residual[base + i];
+        if (p.sum_out) p.sum_out[base + i] = s;
+        ss += s * s;
+    }
+    ss = rf_block_sum(ss, scratch);
+    const float scale = rsqrtf(ss / (float)p.n + p.eps);
+    // Each thread revisits exactly the elements it wrote above, so aliasing is safe.
+    for (u32 i = threadIdx.x; i < p.n; i += blockDim.x) {
+        float s;
+        if (p.sum_out) s = p.sum_out[base + i];
+        else s = p.x[base + i] + (p.residual ? p.residual[base + i] : 0.0f);
+        p.out[base + i] = s * scale * p.weight[i];
+    }
+}

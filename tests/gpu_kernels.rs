@@ -1,0 +1,813 @@
+//! Every GPU kernel against a CPU reference on fresh random inputs, outputs poisoned (NaN) first.
+//! References: the quant module's `dequantize_row` (itself checked against the gguf Python
+//! package) followed by f64 arithmetic, or plain f64 loops. Tolerances are stated per op.
+//! Prints `skipped: no GPU (reason)` where there is none.
+
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
+mod gpu_util;
+
+use gpu_util::{max_abs_err, randn, rel_err};
+use half::f16;
+use rand::Rng;
+use rocmforge::backend::gpu::kernels::GPU_TYPES;
+use rocmforge::backend::gpu::ops::argmax::argmax;
+use rocmforge::backend::gpu::ops::attention::{
+    attention, kv_write, weighted_v, AttentionConfig, KvIndex, PagedKv,
+};
+use rocmforge::backend::gpu::ops::embedding::embedding;
+use rocmforge::backend::gpu::ops::matmul::{dequantize_f16, matmul};
+use rocmforge::backend::gpu::ops::matvec::matvec;
+use rocmforge::backend::gpu::ops::rms_norm::rms_norm;
+use rocmforge::backend::gpu::ops::rope::{rope, RopeConfig, RopeMode};
+use rocmforge::backend::gpu::ops::softmax::softmax;
+use rocmforge::backend::gpu::ops::QMatrix;
+use rocmforge::backend::gpu::GpuDevice;
+use rocmforge::quant::{dequantize_row, GgmlType};
+
+/// Offsets of the f16 scale fields inside one block (random bytes elsewhere are all valid).
+fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
+        GgmlType::Q6K => &[208],
+        _ => &[],
+    }
+}
+
+/// A random matrix in type `ty`: random bytes with finite scales (quantized types) or random
+/// values (float types). Returns the bytes and the dequantized f32 rows (the reference).
+fn random_matrix(
+    rng: &mut impl Rng,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+) -> (Vec<u8>, Vec<f32>) {
+    let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut bytes = vec![0u8; rb * rows];
+    match ty {
+        GgmlType::F32 => {
+            for (i, v) in randn(rng, rows * cols, 1.0).iter().enumerate() {
+                bytes[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (i, v) in randn(rng, rows * cols, 1.0).iter().enumerate() {
+                bytes[2 * i..2 * i + 2].copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (i, v) in randn(rng, rows * cols, 1.0).iter().enumerate() {
+                bytes[2 * i..2 * i + 2].copy_from_slice(&half::bf16::from_f32(*v).to_le_bytes());
+            }
+        }
+        _ => {
+            rng.fill(&mut bytes[..]);
+            let bb = ty.block_bytes();
+            for b in 0..bytes.len() / bb {
+                for &o in scale_offsets(ty) {
+                    let d = f16::from_f32(rng.gen_range(-0.05f32..0.05));
+                    bytes[b * bb + o..b * bb + o + 2].copy_from_slice(&d.to_le_bytes());
+                }
+            }
+        }
+    }
+    let mut deq = vec![0f32; rows * cols];
+    for r in 0..rows {
+        dequantize_row(
+            ty,
+            &bytes[r * rb..(r + 1) * rb],
+            &mut deq[r * cols..(r + 1) * cols],
+        )
+        .unwrap();
+    }
+    (bytes, deq)
+}
+
+fn matmul_ref(
+    w: &[f32],
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    batch: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
+    let mut y = vec![0f64; batch * rows];
+    for b in 0..batch {
+        for r in 0..rows {
+            let mut s = 0f64;
+            for k in 0..cols {
+                s += w[r * cols + k] as f64 * x[b * cols + k] as f64;
+            }
+            y[b * rows + r] = s + bias.map_or(0.0, |bb| bb[r] as f64);
+        }
+    }
+    y
+}
+
+fn shapes(ty: GgmlType) -> Vec<(usize, usize)> {
+    let be = ty.block_elems().max(32);
+    let mut v = vec![(1, be), (33, 2 * be), (7, 4096), (300, 896 / be * be + be)];
+    if be == 32 {
+        v.push((65, 896));
+    }
+    v
+}
+
+/// Quantized matrix-vector for every type; tolerance 1e-5 relative (f32 accumulation).
+#[test]
+fn matvec_all_types_match_cpu() {
+    let Some(dev) = gpu_util::device("matvec_all_types_match_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("matvec_all_types_match_cpu");
+    for ty in GPU_TYPES {
+        let mut cases = shapes(ty);
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            cases.extend([(5, 1), (17, 100), (9, 4099)]); // rows not a multiple of 32: element path
+        }
+        for (rows, cols) in cases {
+            for batch in [1usize, 3] {
+                let (bytes, deq) = random_matrix(&mut rng, ty, rows, cols);
+                let x = randn(&mut rng, batch * cols, 1.0);
+                let bias = randn(&mut rng, rows, 1.0);
+                let wb = dev.upload(&bytes).unwrap();
+                let xb = dev.upload(&x).unwrap();
+                let bb = dev.upload(&bias).unwrap();
+                let yb = dev.alloc::<f32>(batch * rows).unwrap();
+                dev.memset(&yb, 0xff).unwrap();
+                let w = QMatrix {
+                    data: &wb,
+                    offset: 0,
+                    ty,
+                    rows,
+                    cols,
+                };
+                let with_bias = batch == 3;
+                matvec(&dev, &w, &xb, with_bias.then_some(&bb), &yb, batch).unwrap();
+                let want = matmul_ref(&deq, &x, rows, cols, batch, with_bias.then_some(&bias[..]));
+                let e = rel_err(&dev.download(&yb).unwrap(), &want);
+                assert!(
+                    e < 1e-5,
+                    "matvec {ty} {rows}x{cols} batch {batch}: rel err {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Tiled matrix-matrix for every type; tolerance 1e-5 relative.
+#[test]
+fn matmul_all_types_match_cpu() {
+    let Some(dev) = gpu_util::device("matmul_all_types_match_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("matmul_all_types_match_cpu");
+    for ty in GPU_TYPES {
+        let be = ty.block_elems().max(32);
+        for (rows, cols, tokens) in [
+            (1, be, 1),
+            (70, 2 * be, 17),
+            (129, 4 * be, 130),
+            (64, 1024, 64),
+        ] {
+            let (bytes, deq) = random_matrix(&mut rng, ty, rows, cols);
+            let x = randn(&mut rng, tokens * cols, 1.0);
+            let bias = randn(&mut rng, rows, 1.0);
+            let (wb, xb, bb) = (
+                dev.upload(&bytes).unwrap(),
+                dev.upload(&x).unwrap(),
+                dev.upload(&bias).unwrap(),
+            );
+            let yb = dev.alloc::<f32>(tokens * rows).unwrap();
+            dev.memset(&yb, 0xff).unwrap();
+            let w = QMatrix {
+                data: &wb,
+                offset: 0,
+                ty,
+                rows,
+                cols,
+            };
+            matmul(&dev, &w, &xb, Some(&bb), &yb, tokens).unwrap();
+            let want = matmul_ref(&deq, &x, rows, cols, tokens, Some(&bias));
+            let e = rel_err(&dev.download(&yb).unwrap(), &want);
+            assert!(
+                e < 1e-5,
+                "matmul {ty} {rows}x{cols} tokens {tokens}: rel err {e}"
+            );
+            // Dequantization to f16 (cuBLAS feed): within f16 rounding, 1e-3 relative.
+            let hb = dev.alloc::<f16>(rows * cols).unwrap();
+            dev.memset(&hb, 0xff).unwrap();
+            dequantize_f16(&dev, &w, &hb).unwrap();
+            let got: Vec<f32> = dev
+                .download(&hb)
+                .unwrap()
+                .iter()
+                .map(|h| h.to_f32())
+                .collect();
+            let want: Vec<f64> = deq.iter().map(|&v| v as f64).collect();
+            let e = rel_err(&got, &want);
+            assert!(e < 1e-3, "dequantize_f16 {ty}: rel err {e}");
+        }
+    }
+}
+
+/// Embedding rows from every table type: exact up to f32 rounding of the scale (1e-6).
+#[test]
+fn embedding_all_types_match_cpu() {
+    let Some(dev) = gpu_util::device("embedding_all_types_match_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("embedding_all_types_match_cpu");
+    for ty in GPU_TYPES {
+        let be = ty.block_elems().max(32);
+        let mut cases = vec![(50usize, be), (300, 2 * be)];
+        if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+            cases.push((20, 100));
+        }
+        for (vocab, cols) in cases {
+            let (bytes, deq) = random_matrix(&mut rng, ty, vocab, cols);
+            let ids: Vec<u32> = (0..37).map(|_| rng.gen_range(0..vocab as u32)).collect();
+            let scale = rng.gen_range(0.5f32..3.0);
+            let (tb, ib) = (dev.upload(&bytes).unwrap(), dev.upload(&ids).unwrap());
+            let ob = dev.alloc::<f32>(ids.len() * cols).unwrap();
+            dev.memset(&ob, 0xff).unwrap();
+            let t = QMatrix {
+                data: &tb,
+                offset: 0,
+                ty,
+                rows: vocab,
+                cols,
+            };
+            embedding(&dev, &t, &ib, &ob, ids.len(), scale).unwrap();
+            let want: Vec<f64> = ids
+                .iter()
+                .flat_map(|&i| {
+                    deq[i as usize * cols..(i as usize + 1) * cols]
+                        .iter()
+                        .map(move |&v| v as f64 * scale as f64)
+                })
+                .collect();
+            let e = rel_err(&dev.download(&ob).unwrap(), &want);
+            assert!(e < 1e-6, "embedding {ty} cols {cols}: rel err {e}");
+        }
+    }
+}
+
+/// RMSNorm with and without the fused residual add; tolerance 1e-5 relative.
+#[test]
+fn rms_norm_matches_cpu() {
+    let Some(dev) = gpu_util::device("rms_norm_matches_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("rms_norm_matches_cpu");
+    for n in [1usize, 31, 896, 4097] {
+        for with_res in [false, true] {
+            let rows = 5;
+            let x = randn(&mut rng, rows * n, 2.0);
+            let res = randn(&mut rng, rows * n, 2.0);
+            let w = randn(&mut rng, n, 1.5);
+            let eps = 1e-6f32;
+            let (xb, rb, wb) = (
+                dev.upload(&x).unwrap(),
+                dev.upload(&res).unwrap(),
+                dev.upload(&w).unwrap(),
+            );
+            let ob = dev.alloc::<f32>(rows * n).unwrap();
+            dev.memset(&ob, 0xff).unwrap();
+            // The residual stream is updated in place: sum_out aliases the residual.
+            rms_norm(
+                &dev,
+                &xb,
+                with_res.then_some(&rb),
+                with_res.then_some(&rb),
+                &wb,
+                &ob,
+                rows,
+                n,
+                eps,
+            )
+            .unwrap();
+            let mut want = vec![0f64; rows * n];
+            let mut sums = vec![0f64; rows * n];
+            for r in 0..rows {
+                let s: Vec<f64> = (0..n)
+                    .map(|i| {
+                        x[r * n + i] as f64 + if with_res { res[r * n + i] as f64 } else { 0.0 }
+                    })
+                    .collect();
+                let ms = s.iter().map(|v| v * v).sum::<f64>() / n as f64;
+                let sc = 1.0 / (ms + eps as f64).sqrt();
+                for i in 0..n {
+                    want[r * n + i] = s[i] * sc * w[i] as f64;
+                    sums[r * n + i] = s[i];
+                }
+            }
+            let e = rel_err(&dev.download(&ob).unwrap(), &want);
+            assert!(e < 1e-5, "rms_norm n={n} res={with_res}: rel err {e}");
+            if with_res {
+                let e = rel_err(&dev.download(&rb).unwrap(), &sums);
+                assert!(e < 1e-6, "rms_norm sum_out n={n}: rel err {e}");
+            }
+        }
+    }
+}
+
+/// RoPE, normal and NeoX, full and partial rotation, positions up to 4096: max abs error 2e-3
+/// (the angle pos * freq is formed in f32, as llama.cpp does, against an f64 reference).
+#[test]
+fn rope_matches_cpu() {
+    let Some(dev) = gpu_util::device("rope_matches_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("rope_matches_cpu");
+    for (mode, head_dim, rot_dim, with_ff) in [
+        (RopeMode::Normal, 64, 64, false),
+        (RopeMode::Neox, 64, 64, false),
+        (RopeMode::Neox, 128, 64, true),
+        (RopeMode::Normal, 256, 256, true),
+    ] {
+        let (tokens, heads) = (19, 3);
+        let cfg = RopeConfig {
+            heads,
+            head_dim,
+            rot_dim,
+            mode,
+            base: 10000.0,
+            freq_scale: 0.5,
+        };
+        let x = randn(&mut rng, tokens * heads * head_dim, 1.0);
+        let pos: Vec<u32> = (0..tokens).map(|_| rng.gen_range(0..4096)).collect();
+        let ff: Vec<f32> = (0..rot_dim / 2)
+            .map(|_| rng.gen_range(1.0f32..8.0))
+            .collect();
+        let (xb, pb, fb) = (
+            dev.upload(&x).unwrap(),
+            dev.upload(&pos).unwrap(),
+            dev.upload(&ff).unwrap(),
+        );
+        rope(&dev, &cfg, &xb, &pb, with_ff.then_some(&fb), tokens).unwrap();
+        let mut want: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        for t in 0..tokens {
+            for h in 0..heads {
+                let base = (t * heads + h) * head_dim;
+                for i in 0..rot_dim / 2 {
+                    let mut th =
+                        pos[t] as f64 * 0.5 * 10000f64.powf(-2.0 * i as f64 / rot_dim as f64);
+                    if with_ff {
+                        th /= ff[i] as f64;
+                    }
+                    let (a, b) = match mode {
+                        RopeMode::Normal => (base + 2 * i, base + 2 * i + 1),
+                        RopeMode::Neox => (base + i, base + i + rot_dim / 2),
+                    };
+                    let (x0, x1) = (x[a] as f64, x[b] as f64);
+                    want[a] = x0 * th.cos() - x1 * th.sin();
+                    want[b] = x0 * th.sin() + x1 * th.cos();
+                }
+            }
+        }
+        let e = max_abs_err(&dev.download(&xb).unwrap(), &want);
+        assert!(
+            e < 2e-3,
+            "rope {mode:?} hd {head_dim} rot {rot_dim}: max abs err {e}"
+        );
+    }
+}
+
+/// Row softmax; tolerance 1e-5 relative.
+#[test]
+fn softmax_matches_cpu() {
+    let Some(dev) = gpu_util::device("softmax_matches_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("softmax_matches_cpu");
+    for n in [1usize, 16, 31, 32, 33, 1024, 4096, 151_936] {
+        let rows = 3;
+        let x = randn(&mut rng, rows * n, 8.0);
+        let scale = 0.7f32;
+        let xb = dev.upload(&x).unwrap();
+        let yb = dev.alloc::<f32>(rows * n).unwrap();
+        dev.memset(&yb, 0xff).unwrap();
+        softmax(&dev, &xb, &yb, rows, n, scale).unwrap();
+        let mut want = vec![0f64; rows * n];
+        for r in 0..rows {
+            let row = &x[r * n..(r + 1) * n];
+            let m = row
+                .iter()
+                .map(|&v| v as f64 * scale as f64)
+                .fold(f64::MIN, f64::max);
+            let s: f64 = row
+                .iter()
+                .map(|&v| (v as f64 * scale as f64 - m).exp())
+                .sum();
+            for i in 0..n {
+                want[r * n + i] = (x[r * n + i] as f64 * scale as f64 - m).exp() / s;
+            }
+        }
+        let e = rel_err(&dev.download(&yb).unwrap(), &want);
+        assert!(e < 1e-5, "softmax n={n}: rel err {e}");
+    }
+}
+
+/// Argmax: exact, first index on ties.
+#[test]
+fn argmax_matches_cpu() {
+    let Some(dev) = gpu_util::device("argmax_matches_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("argmax_matches_cpu");
+    for n in [1usize, 31, 32, 33, 1024, 32_000, 151_936] {
+        let rows = 4;
+        let mut x = randn(&mut rng, rows * n, 10.0);
+        // Row 1: the maximum twice; the first occurrence wins.
+        if n > 2 {
+            let (a, b) = (rng.gen_range(0..n / 2), rng.gen_range(n / 2..n));
+            x[n + a] = 100.0;
+            x[n + b] = 100.0;
+        }
+        let xb = dev.upload(&x).unwrap();
+        let ob = dev.alloc::<u32>(rows).unwrap();
+        dev.memset(&ob, 0xff).unwrap();
+        argmax(&dev, &xb, &ob, rows, n).unwrap();
+        let got = dev.download(&ob).unwrap();
+        for r in 0..rows {
+            let row = &x[r * n..(r + 1) * n];
+            let mut best = 0;
+            for i in 1..n {
+                if row[i] > row[best] {
+                    best = i;
+                }
+            }
+            assert_eq!(got[r] as usize, best, "argmax n={n} row {r}");
+        }
+    }
+}
+
+struct AttnCase {
+    kv_lens: Vec<usize>,
+    /// Query tokens per sequence: the last `q` positions of each.
+    q: usize,
+    n_heads: usize,
+    n_kv: usize,
+    head_dim: usize,
+    causal: bool,
+    window: Option<u32>,
+    softcap: Option<f32>,
+}
+
+fn run_attention_case(dev: &GpuDevice, rng: &mut impl Rng, c: &AttnCase) {
+    const BS: usize = rocmforge::model::BLOCK_SIZE;
+    let n_seqs = c.kv_lens.len();
+    let max_blocks = c.kv_lens.iter().map(|l| l.div_ceil(BS)).max().unwrap();
+    let num_blocks = n_seqs * max_blocks + 3;
+    // Random distinct physical blocks.
+    let mut ids: Vec<u32> = (0..num_blocks as u32).collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.gen_range(0..=i));
+    }
+    let tables: Vec<u32> = ids[..n_seqs * max_blocks].to_vec();
+    let (hd, nkv, nh) = (c.head_dim, c.n_kv, c.n_heads);
+    let cache_len = num_blocks * nkv * BS * hd;
+    let kc = dev.alloc::<f16>(cache_len).unwrap();
+    let vc = dev.alloc::<f16>(cache_len).unwrap();
+    dev.memset(&kc, 0xff).unwrap();
+    dev.memset(&vc, 0xff).unwrap();
+    let kv = PagedKv {
+        k: &kc,
+        v: &vc,
+        num_blocks,
+        n_kv_heads: nkv,
+        head_dim: hd,
+    };
+    // Write every position of every sequence through kv_write.
+    let mut seq_of = Vec::new();
+    let mut pos = Vec::new();
+    for (s, &l) in c.kv_lens.iter().enumerate() {
+        for p in 0..l {
+            seq_of.push(s as u32);
+            pos.push(p as u32);
+        }
+    }
+    let all = seq_of.len();
+    let kf = randn(rng, all * nkv * hd, 1.0);
+    let vf = randn(rng, all * nkv * hd, 1.0);
+    let lens: Vec<u32> = c.kv_lens.iter().map(|&l| l as u32).collect();
+    let (tb, sb, pb, lb) = (
+        dev.upload(&tables).unwrap(),
+        dev.upload(&seq_of).unwrap(),
+        dev.upload(&pos).unwrap(),
+        dev.upload(&lens).unwrap(),
+    );
+    let idx_all = KvIndex {
+        block_tables: &tb,
+        max_blocks,
+        seq_of_token: &sb,
+        positions: &pb,
+        kv_lens: &lb,
+        n_seqs,
+        tokens: all,
+    };
+    kv_write(
+        dev,
+        &kv,
+        &idx_all,
+        &dev.upload(&kf).unwrap(),
+        &dev.upload(&vf).unwrap(),
+    )
+    .unwrap();
+    // Queries: the last q positions of each sequence.
+    let mut qseq = Vec::new();
+    let mut qpos = Vec::new();
+    for (s, &l) in c.kv_lens.iter().enumerate() {
+        for p in l.saturating_sub(c.q)..l {
+            qseq.push(s as u32);
+            qpos.push(p as u32);
+        }
+    }
+    let nq = qseq.len();
+    let q = randn(rng, nq * nh * hd, 1.0);
+    let (qsb, qpb, qb) = (
+        dev.upload(&qseq).unwrap(),
+        dev.upload(&qpos).unwrap(),
+        dev.upload(&q).unwrap(),
+    );
+    let idx = KvIndex {
+        block_tables: &tb,
+        max_blocks,
+        seq_of_token: &qsb,
+        positions: &qpb,
+        kv_lens: &lb,
+        n_seqs,
+        tokens: nq,
+    };
+    let ob = dev.alloc::<f32>(nq * nh * hd).unwrap();
+    dev.memset(&ob, 0xff).unwrap();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let cfg = AttentionConfig {
+        n_heads: nh,
+        scale,
+        causal: c.causal,
+        window: c.window,
+        softcap: c.softcap,
+    };
+    attention(dev, &cfg, &kv, &idx, &qb, &ob).unwrap();
+    // Reference in f64 over the f16-rounded cache values.
+    let start_of: Vec<usize> = c
+        .kv_lens
+        .iter()
+        .scan(0, |acc, &l| {
+            let s = *acc;
+            *acc += l;
+            Some(s)
+        })
+        .collect();
+    let kv_at = |buf: &[f32], s: usize, p: usize, g: usize, d: usize| -> f64 {
+        f16::from_f32(buf[((start_of[s] + p) * nkv + g) * hd + d]).to_f64()
+    };
+    let mut want = vec![0f64; nq * nh * hd];
+    let mut probs_all = Vec::new(); // for weighted_v: [nq, nh, max_len] probabilities
+    let max_len = *c.kv_lens.iter().max().unwrap();
+    for t in 0..nq {
+        let (s, p) = (qseq[t] as usize, qpos[t] as usize);
+        let end = if c.causal {
+            (p + 1).min(c.kv_lens[s])
+        } else {
+            c.kv_lens[s]
+        };
+        let start = match c.window {
+            Some(w) if p + 1 > w as usize => p + 1 - w as usize,
+            _ => 0,
+        };
+        for h in 0..nh {
+            let g = h / (nh / nkv);
+            let mut sc = vec![f64::NEG_INFINITY; max_len];
+            for j in start..end {
+                let mut dot = 0f64;
+                for d in 0..hd {
+                    dot += q[(t * nh + h) * hd + d] as f64 * scale as f64 * kv_at(&kf, s, j, g, d);
+                }
+                if let Some(cap) = c.softcap {
+                    dot = cap as f64 * (dot / cap as f64).tanh();
+                }
+                sc[j] = dot;
+            }
+            let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = sc.iter().map(|&v| (v - m).exp()).sum();
+            let pr: Vec<f64> = sc.iter().map(|&v| (v - m).exp() / z).collect();
+            for d in 0..hd {
+                want[(t * nh + h) * hd + d] =
+                    (start..end).map(|j| pr[j] * kv_at(&vf, s, j, g, d)).sum();
+            }
+            probs_all.extend(pr.iter().map(|&v| v as f32));
+        }
+    }
+    let e = rel_err(&dev.download(&ob).unwrap(), &want);
+    let tag = format!(
+        "kv {:?} q {} heads {}/{} hd {} causal {} window {:?} softcap {:?}",
+        c.kv_lens, c.q, nh, nkv, hd, c.causal, c.window, c.softcap
+    );
+    assert!(e < 1e-4, "attention {tag}: rel err {e}");
+    // The weighted sum alone, fed the reference probabilities: 1e-5 relative.
+    let wb = dev.upload(&probs_all).unwrap();
+    let ob2 = dev.alloc::<f32>(nq * nh * hd).unwrap();
+    dev.memset(&ob2, 0xff).unwrap();
+    weighted_v(dev, nh, &kv, &idx, &wb, max_len, &ob2).unwrap();
+    let mut want2 = vec![0f64; nq * nh * hd];
+    for t in 0..nq {
+        let s = qseq[t] as usize;
+        for h in 0..nh {
+            let g = h / (nh / nkv);
+            for d in 0..hd {
+                want2[(t * nh + h) * hd + d] = (0..max_len)
+                    .filter(|&j| j < c.kv_lens[s])
+                    .map(|j| probs_all[(t * nh + h) * max_len + j] as f64 * kv_at(&vf, s, j, g, d))
+                    .sum();
+            }
+        }
+    }
+    if c.kv_lens.iter().all(|&l| l == max_len) {
+        let e = rel_err(&dev.download(&ob2).unwrap(), &want2);
+        assert!(e < 1e-5, "weighted_v {tag}: rel err {e}");
+    }
+}
+
+/// Flash attention over the paged F16 cache: decode (q = 1) and chunked prefill at seq_k 1, 16,
+/// 31, 32, 33, 1024, 4096, GQA 14/2 (Qwen2), head dims 64/128/256; tolerance 1e-4 relative
+/// (f32 online softmax against f64).
+#[test]
+fn attention_decode_and_prefill_match_cpu() {
+    let Some(dev) = gpu_util::device("attention_decode_and_prefill_match_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("attention_decode_and_prefill_match_cpu");
+    for seq_k in [1usize, 16, 31, 32, 33, 1024, 4096] {
+        for q in [1usize, 37] {
+            let case = AttnCase {
+                kv_lens: vec![seq_k],
+                q,
+                n_heads: 14,
+                n_kv: 2,
+                head_dim: 64,
+                causal: true,
+                window: None,
+                softcap: None,
+            };
+            run_attention_case(&dev, &mut rng, &case);
+        }
+    }
+    // Whole prompt at once, two sequences of different lengths in one batch.
+    run_attention_case(
+        &dev,
+        &mut rng,
+        &AttnCase {
+            kv_lens: vec![300, 77],
+            q: 300,
+            n_heads: 4,
+            n_kv: 1,
+            head_dim: 128,
+            causal: true,
+            window: None,
+            softcap: None,
+        },
+    );
+    run_attention_case(
+        &dev,
+        &mut rng,
+        &AttnCase {
+            kv_lens: vec![1024],
+            q: 1024,
+            n_heads: 2,
+            n_kv: 2,
+            head_dim: 64,
+            causal: true,
+            window: None,
+            softcap: None,
+        },
+    );
+    run_attention_case(
+        &dev,
+        &mut rng,
+        &AttnCase {
+            kv_lens: vec![40, 40, 40],
+            q: 2,
+            n_heads: 8,
+            n_kv: 4,
+            head_dim: 256,
+            causal: true,
+            window: None,
+            softcap: None,
+        },
+    );
+}
+
+/// Non-causal, sliding window and soft-capping variants; tolerance 1e-4 relative.
+#[test]
+fn attention_variants_match_cpu() {
+    let Some(dev) = gpu_util::device("attention_variants_match_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("attention_variants_match_cpu");
+    for seq_k in [1usize, 33, 1024] {
+        run_attention_case(
+            &dev,
+            &mut rng,
+            &AttnCase {
+                kv_lens: vec![seq_k],
+                q: seq_k.min(40),
+                n_heads: 4,
+                n_kv: 2,
+                head_dim: 64,
+                causal: false,
+                window: None,
+                softcap: None,
+            },
+        );
+        run_attention_case(
+            &dev,
+            &mut rng,
+            &AttnCase {
+                kv_lens: vec![seq_k],
+                q: seq_k.min(40),
+                n_heads: 4,
+                n_kv: 4,
+                head_dim: 128,
+                causal: true,
+                window: Some(16),
+                softcap: None,
+            },
+        );
+        run_attention_case(
+            &dev,
+            &mut rng,
+            &AttnCase {
+                kv_lens: vec![seq_k],
+                q: 3,
+                n_heads: 8,
+                n_kv: 1,
+                head_dim: 256,
+                causal: true,
+                window: Some(512),
+                softcap: Some(50.0),
+            },
+        );
+    }
+}
+
+/// Shape errors come back as errors, not faults.
+#[test]
+fn ops_reject_bad_shapes() {
+    let Some(dev) = gpu_util::device("ops_reject_bad_shapes") else {
+        return;
+    };
+    let wb = dev.alloc::<u8>(34 * 4).unwrap();
+    let x = dev.alloc::<f32>(64).unwrap();
+    let y = dev.alloc::<f32>(4).unwrap();
+    let w = QMatrix {
+        data: &wb,
+        offset: 0,
+        ty: GgmlType::Q8_0,
+        rows: 4,
+        cols: 33,
+    };
+    assert!(
+        matvec(&dev, &w, &x, None, &y, 1).is_err(),
+        "cols not a multiple of 32"
+    );
+    let w = QMatrix {
+        data: &wb,
+        offset: 0,
+        ty: GgmlType::Q8_0,
+        rows: 5,
+        cols: 32,
+    };
+    assert!(
+        matvec(&dev, &w, &x, None, &y, 1).is_err(),
+        "matrix past the buffer"
+    );
+    let w = QMatrix {
+        data: &wb,
+        offset: 2,
+        ty: GgmlType::Q8_0,
+        rows: 1,
+        cols: 32,
+    };
+    assert!(
+        matvec(&dev, &w, &x, None, &y, 1).is_err(),
+        "misaligned offset"
+    );
+    let w = QMatrix {
+        data: &wb,
+        offset: 0,
+        ty: GgmlType::Q8_0,
+        rows: 4,
+        cols: 32,
+    };
+    assert!(
+        matvec(&dev, &w, &x, None, &y, 2).is_err(),
+        "y too short for batch 2"
+    );
+    assert!(softmax(&dev, &x, &y, 2, 32, 1.0).is_err());
+}
