@@ -3,9 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use super::chat_template::ChatMessage;
 use super::error::ApiError;
 use crate::engine::SamplingSpec;
+use crate::tokenizer::chat_template::ChatMessage;
 
 /// Most stop strings per request.
 pub const MAX_STOP: usize = 16;
