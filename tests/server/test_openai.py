@@ -247,9 +247,14 @@ def test_logprobs(client, model):
 
 
 def test_tokenize_detokenize_roundtrip():
-    ids = tokenize("Lily and Tom went to the park.")
+    with_bos = tokenize("Lily and Tom went to the park.")
+    r = requests.post(URL + "/tokenize", json={"content": "Lily and Tom went to the park.",
+                                               "add_special": False}, timeout=10)
+    ids = r.json()["tokens"]
+    assert with_bos[1:] == ids and len(with_bos) == len(ids) + 1  # BOS
     r = requests.post(URL + "/detokenize", json={"tokens": ids}, timeout=10)
     assert r.status_code == 200
+    # SentencePiece: the first word keeps its leading space.
     assert r.json()["content"].strip() == "Lily and Tom went to the park."
 
 
