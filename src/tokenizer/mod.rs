@@ -11,6 +11,7 @@
 //! `parse_special`; longer token texts are cut out first.
 
 mod bpe;
+pub mod chat_template;
 mod from_gguf;
 mod fxhash;
 mod incremental;
