@@ -104,7 +104,7 @@ const FORMAT_LEVEL: &[(&str, &str)] = &[
 const MODEL_LEVEL: &[(&str, &str)] = &[
     ("model_zero_heads", "head_count"),
     ("model_heads_not_dividing", "head_count"),
-    ("model_block_count_beyond_tensors", "blk.1"),
+    ("model_block_count_beyond_tensors", "block_count = 4"),
     ("model_bos_outside_vocab", "5000"),
     ("model_eos_outside_vocab", "eos"),
     ("model_unknown_architecture", "unknownarch"),
@@ -200,7 +200,7 @@ fn info_accepts_model_level_files() {
 }
 
 #[test]
-#[ignore = "enabled once generate lands"]
+
 fn generate_rejects_every_malformed_file() {
     for (stem, needle) in FORMAT_LEVEL.iter().chain(MODEL_LEVEL) {
         let path = corpus(stem);
