@@ -4,6 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::backend::GpuBackend;
+use crate::backend::gpu::{open_auto, GpuDevice, GpuKind};
 use crate::backend::Backend;
 use crate::model::Model;
 
@@ -56,6 +58,30 @@ impl fmt::Display for Device {
     }
 }
 
+impl Device {
+    /// Opens the GPU this names. `cpu`: `Ok(None)`. `cuda[:N]`/`rocm[:N]`: that device, or an
+    /// error saying why not. `auto`: the first working GPU, saying on stderr which one and why
+    /// any other was rejected; `Ok(None)` (after the reasons) when none works.
+    pub fn open_gpu(self) -> crate::Result<Option<GpuDevice>> {
+        match self {
+            Device::Cpu => Ok(None),
+            Device::Cuda(i) => GpuDevice::open(GpuKind::Cuda, i).map(Some),
+            Device::Rocm(i) => GpuDevice::open(GpuKind::Rocm, i).map(Some),
+            Device::Auto => {
+                let (dev, rejected) = open_auto();
+                for r in &rejected {
+                    eprintln!("device auto: rejected {r}");
+                }
+                match &dev {
+                    Some(d) => eprintln!("device auto: using {}", d.info()),
+                    None => eprintln!("device auto: no usable GPU, using the CPU"),
+                }
+                Ok(dev)
+            }
+        }
+    }
+}
+
 /// A command's work on a loaded model, generic over the backend the device picks.
 pub trait ModelTask {
     type Output;
@@ -91,14 +117,24 @@ pub fn with_model<T: ModelTask>(
 ) -> crate::Result<T::Output> {
     init_threads(threads)?;
     match device {
-        Device::Auto | Device::Cpu => {
+        Device::Cpu => {
             let t0 = std::time::Instant::now();
             let model = Model::open(path, CpuBackend::new())?;
             task.run(model, t0.elapsed().as_secs_f64())
         }
-        Device::Cuda(_) | Device::Rocm(_) => Err(crate::Error::InvalidInput(format!(
-            "--device {device}: this build has no GPU backend yet"
-        ))),
+        Device::Auto | Device::Cuda(_) | Device::Rocm(_) => {
+            let t0 = std::time::Instant::now();
+            match device.open_gpu()? {
+                Some(dev) => {
+                    let model = Model::open(path, GpuBackend::new(dev))?;
+                    task.run(model, t0.elapsed().as_secs_f64())
+                }
+                None => {
+                    let model = Model::open(path, CpuBackend::new())?;
+                    task.run(model, t0.elapsed().as_secs_f64())
+                }
+            }
+        }
     }
 }
 
@@ -116,5 +152,16 @@ mod tests {
         assert!("gpu".parse::<Device>().is_err());
         assert!("cuda:x".parse::<Device>().is_err());
         assert!("cpu:1".parse::<Device>().is_err());
+    }
+
+    #[test]
+    fn opening_never_panics() {
+        assert!(Device::Cpu.open_gpu().unwrap().is_none());
+        // Without a GPU (CI) these fail with a reason; with one they may succeed.
+        let _ = Device::Auto.open_gpu();
+        if let Err(e) = Device::Cuda(999).open_gpu() {
+            assert!(!e.to_string().is_empty());
+        }
+        assert!(Device::Rocm(999).open_gpu().is_err());
     }
 }
