@@ -13,5 +13,6 @@ pub mod model;
 pub mod quant;
 pub mod sampler;
 pub mod server;
+pub mod tokenizer;
 
 pub use error::{Error, Result};

@@ -64,6 +64,10 @@ const FORMAT_LEVEL: &[(&str, &str)] = &[
         "misaligned_offset",
         "tensor 'output_norm.weight' offset 132 is not a multiple of the alignment 32",
     ),
+    (
+        "overlapping_tensors",
+        "tensor 'token_embd.weight' data [224, 384) overlaps tensor 'output_norm.weight' at 352",
+    ),
     ("n_dims_5", "tensor 'token_embd.weight' has n_dims 5"),
     (
         "offset_past_end",
@@ -100,7 +104,7 @@ const FORMAT_LEVEL: &[(&str, &str)] = &[
 const MODEL_LEVEL: &[(&str, &str)] = &[
     ("model_zero_heads", "head_count"),
     ("model_heads_not_dividing", "head_count"),
-    ("model_block_count_beyond_tensors", "blk.1"),
+    ("model_block_count_beyond_tensors", "block_count = 4"),
     ("model_bos_outside_vocab", "5000"),
     ("model_eos_outside_vocab", "eos"),
     ("model_unknown_architecture", "unknownarch"),
@@ -196,7 +200,7 @@ fn info_accepts_model_level_files() {
 }
 
 #[test]
-#[ignore = "enabled once generate lands"]
+
 fn generate_rejects_every_malformed_file() {
     for (stem, needle) in FORMAT_LEVEL.iter().chain(MODEL_LEVEL) {
         let path = corpus(stem);

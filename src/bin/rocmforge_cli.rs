@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use rocmforge::cli;
 
 #[derive(Parser)]
-#[command(name = "rocmforge_cli", version, about = "LLM inference on GGUF models (CPU, CUDA, ROCm)")]
+#[command(
+    name = "rocmforge_cli",
+    version,
+    about = "LLM inference on GGUF models (CPU, CUDA, ROCm)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

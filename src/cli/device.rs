@@ -3,7 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::backend::GpuBackend;
 use crate::backend::gpu::{open_auto, GpuDevice, GpuKind};
+use crate::backend::Backend;
+use crate::model::Model;
 
 /// Where a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,6 +77,62 @@ impl Device {
                     None => eprintln!("device auto: no usable GPU, using the CPU"),
                 }
                 Ok(dev)
+            }
+        }
+    }
+}
+
+/// A command's work on a loaded model, generic over the backend the device picks.
+pub trait ModelTask {
+    type Output;
+    /// Runs on `model`, which took `load_s` seconds to load.
+    fn run<B: Backend>(self, model: Model<B>, load_s: f64) -> crate::Result<Self::Output>;
+}
+
+/// Sets rayon's global pool to `threads` (default: every core); later calls keep the first.
+pub fn init_threads(threads: Option<usize>) -> crate::Result<usize> {
+    if let Some(0) = threads {
+        return Err(crate::Error::InvalidInput(
+            "--threads 0: must be positive".into(),
+        ));
+    }
+    let n = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // Fails only when the pool already exists (a second command in one process): keep it.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    Ok(rayon::current_num_threads())
+}
+
+/// Loads the model at `path` on `device` and runs `task` on it.
+pub fn with_model<T: ModelTask>(
+    path: &std::path::Path,
+    device: Device,
+    threads: Option<usize>,
+    task: T,
+) -> crate::Result<T::Output> {
+    init_threads(threads)?;
+    match device {
+        Device::Cpu => {
+            let t0 = std::time::Instant::now();
+            let model = Model::open(path, CpuBackend::new())?;
+            task.run(model, t0.elapsed().as_secs_f64())
+        }
+        Device::Auto | Device::Cuda(_) | Device::Rocm(_) => {
+            let t0 = std::time::Instant::now();
+            match device.open_gpu()? {
+                Some(dev) => {
+                    let model = Model::open(path, GpuBackend::new(dev))?;
+                    task.run(model, t0.elapsed().as_secs_f64())
+                }
+                None => {
+                    let model = Model::open(path, CpuBackend::new())?;
+                    task.run(model, t0.elapsed().as_secs_f64())
+                }
             }
         }
     }

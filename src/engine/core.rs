@@ -223,8 +223,17 @@ impl EngineLoop {
                 }
             }
             self.cancel_disconnected();
-            self.step();
+            let ran = self.step();
             self.update_gauges();
+            if !ran && self.sched.has_work() {
+                // Nothing could run (e.g. everything waits for blocks): wait for news instead
+                // of spinning.
+                match rx.recv_timeout(std::time::Duration::from_millis(2)) {
+                    Ok(s) => self.accept(s),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+                }
+            }
         }
         self.update_gauges();
     }
@@ -281,7 +290,8 @@ impl EngineLoop {
         }
     }
 
-    fn step(&mut self) {
+    /// Plans and runs one step; returns whether a forward pass ran.
+    fn step(&mut self) -> bool {
         let out = self.sched.schedule();
         for &id in &out.rejected {
             if let Some(st) = self.drop_request(id) {
@@ -303,7 +313,7 @@ impl EngineLoop {
             .preemptions
             .fetch_add(out.preempted.len() as u64, Relaxed);
         if out.seqs.is_empty() {
-            return;
+            return false;
         }
         let logits = match run_step(self.model.as_mut(), &self.sched, &out) {
             Ok(l) => l,
@@ -316,7 +326,7 @@ impl EngineLoop {
                             .send(Event::Error(format!("forward pass failed: {e}")));
                     }
                 }
-                return;
+                return true;
             }
         };
         self.sched.commit(&out);
@@ -334,6 +344,7 @@ impl EngineLoop {
                 }
             }
         }
+        true
     }
 
     /// Samples, records and streams the next token of `id`; finishes it when it is done.

@@ -15,6 +15,7 @@ pub mod core;
 pub mod metrics;
 pub mod request;
 pub mod runner;
+pub mod sampling;
 pub mod scheduler;
 pub mod stop;
 
@@ -82,4 +83,4 @@ pub trait TokenSampler: Send {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::model::BLOCK_SIZE;
 
-const V: usize = 64;
-const EOG: u32 = 63;
+pub(crate) const V: usize = 64;
+pub(crate) const EOG: u32 = 63;
 
 /// KV storage: one token id per slot; `u32::MAX` = never written.
-struct ToyModel {
-    slots: Vec<u32>,
-    n_blocks: usize,
+pub(crate) struct ToyModel {
+    pub(crate) slots: Vec<u32>,
+    pub(crate) n_blocks: usize,
 }
 
-fn next_of(history: &[u32]) -> u32 {
+pub(crate) fn next_of(history: &[u32]) -> u32 {
     let mut h: u64 = 1469598103934665603;
     for &t in history {
         h = (h ^ t as u64).wrapping_mul(1099511628211);
@@ -64,9 +64,9 @@ impl StepModel for ToyModel {
 }
 
 /// Token i is the two-byte text "<letter><digit>" except EOG.
-struct ToyVocab;
+pub(crate) struct ToyVocab;
 struct ToyDecoder;
-fn piece(id: u32) -> String {
+pub(crate) fn piece(id: u32) -> String {
     format!("{}{}", (b'a' + (id % 26) as u8) as char, id / 26)
 }
 impl TextDecoder for ToyDecoder {
@@ -93,7 +93,7 @@ impl Vocab for ToyVocab {
 }
 
 /// Greedy at temperature 0; otherwise a hash of (seed, seq_id, step).
-struct ToySampler;
+pub(crate) struct ToySampler;
 impl TokenSampler for ToySampler {
     fn sample(&mut self, a: &SampleArgs) -> Result<u32> {
         if a.spec.temperature == 0.0 {

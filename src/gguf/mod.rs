@@ -2,6 +2,7 @@
 //! `info` summary.
 
 pub mod info;
+pub mod quantize;
 mod reader;
 mod value;
 mod writer;

@@ -14,7 +14,10 @@ struct PendingTensor {
     name: String,
     dims: Vec<u64>,
     ty: GgmlType,
-    data: Vec<u8>,
+    /// Byte size the dims need in `ty`.
+    n_bytes: u64,
+    /// The data, or None for a tensor whose data `write_streaming` produces.
+    data: Option<Vec<u8>>,
 }
 
 /// Builds a GGUF v3 file in memory and writes it out.
@@ -116,6 +119,31 @@ impl GgufWriter {
         data: Vec<u8>,
     ) -> Result<()> {
         let name = name.into();
+        let need = self.check_tensor(&name, dims, ty)?;
+        if need != data.len() as u64 {
+            return Err(Error::InvalidInput(format!(
+                "tensor '{name}' dims {dims:?} of type {ty} need {need} bytes, got {}",
+                data.len()
+            )));
+        }
+        self.push(name, dims, ty, need, Some(data))
+    }
+
+    /// Adds a tensor whose data [`GgufWriter::write_streaming`] asks for when it writes it, so
+    /// that only one tensor's data needs to be in memory at a time. Returns its byte size.
+    pub fn add_tensor_info(
+        &mut self,
+        name: impl Into<String>,
+        dims: &[u64],
+        ty: GgmlType,
+    ) -> Result<u64> {
+        let name = name.into();
+        let need = self.check_tensor(&name, dims, ty)?;
+        self.push(name, dims, ty, need, None)?;
+        Ok(need)
+    }
+
+    fn check_tensor(&self, name: &str, dims: &[u64], ty: GgmlType) -> Result<u64> {
         if dims.len() > MAX_DIMS as usize {
             return Err(Error::InvalidInput(format!(
                 "tensor '{name}' has {} dimensions (max {MAX_DIMS})",
@@ -124,21 +152,24 @@ impl GgufWriter {
         }
         let row = dims.first().copied().unwrap_or(1);
         let rows = dims.iter().skip(1).try_fold(1u64, |a, &d| a.checked_mul(d));
-        let need = ty
-            .row_bytes(row)
+        ty.row_bytes(row)
             .and_then(|rb| rows.and_then(|r| rb.checked_mul(r)))
             .ok_or_else(|| {
                 Error::InvalidInput(format!(
                     "tensor '{name}' dims {dims:?} do not fit type {ty} (block size {})",
                     ty.block_elems()
                 ))
-            })?;
-        if need != data.len() as u64 {
-            return Err(Error::InvalidInput(format!(
-                "tensor '{name}' dims {dims:?} of type {ty} need {need} bytes, got {}",
-                data.len()
-            )));
-        }
+            })
+    }
+
+    fn push(
+        &mut self,
+        name: String,
+        dims: &[u64],
+        ty: GgmlType,
+        n_bytes: u64,
+        data: Option<Vec<u8>>,
+    ) -> Result<()> {
         if !self.names.insert(name.clone()) {
             return Err(Error::InvalidInput(format!(
                 "duplicate tensor name '{name}'"
@@ -148,6 +179,7 @@ impl GgufWriter {
             name,
             dims: dims.to_vec(),
             ty,
+            n_bytes,
             data,
         });
         Ok(())
@@ -189,7 +221,7 @@ impl GgufWriter {
             }
             out.extend_from_slice(&(t.ty as u32).to_le_bytes());
             out.extend_from_slice(&off.to_le_bytes());
-            off = (off + t.data.len() as u64).next_multiple_of(align);
+            off = (off + t.n_bytes).next_multiple_of(align);
         }
         let padded = (out.len() as u64).next_multiple_of(align);
         out.resize(padded as usize, 0);
@@ -199,33 +231,70 @@ impl GgufWriter {
     /// Serializes the whole file into memory.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.write_to(&mut out)
-            .map_err(|e| Error::io("<memory>", e))
-            .and_then(|r| r)?;
+        self.write_to(&mut out, "<memory>", &mut |i: usize| {
+            Err(Error::InvalidInput(format!(
+                "tensor '{}' has no data",
+                self.tensors[i].name
+            )))
+        })?;
         Ok(out)
     }
 
-    fn write_to<W: Write>(&self, w: &mut W) -> std::io::Result<Result<()>> {
-        let (header, align) = match self.header() {
-            Ok(h) => h,
-            Err(e) => return Ok(Err(e)),
-        };
-        w.write_all(&header)?;
+    fn write_to<W: Write>(
+        &self,
+        w: &mut W,
+        path: &str,
+        produce: &mut dyn FnMut(usize) -> Result<Vec<u8>>,
+    ) -> Result<()> {
+        let (header, align) = self.header()?;
+        let io = |e| Error::io(path, e);
+        w.write_all(&header).map_err(io)?;
         let zeros = vec![0u8; align as usize];
-        for t in &self.tensors {
-            w.write_all(&t.data)?;
-            let pad = (t.data.len() as u64).next_multiple_of(align) - t.data.len() as u64;
-            w.write_all(&zeros[..pad as usize])?;
+        for (i, t) in self.tensors.iter().enumerate() {
+            let produced;
+            let data: &[u8] = match &t.data {
+                Some(d) => d,
+                None => {
+                    produced = produce(i)?;
+                    &produced
+                }
+            };
+            if data.len() as u64 != t.n_bytes {
+                return Err(Error::InvalidInput(format!(
+                    "tensor '{}' data has {} bytes, expected {}",
+                    t.name,
+                    data.len(),
+                    t.n_bytes
+                )));
+            }
+            w.write_all(data).map_err(io)?;
+            let pad = t.n_bytes.next_multiple_of(align) - t.n_bytes;
+            w.write_all(&zeros[..pad as usize]).map_err(io)?;
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
-    /// Writes the file to `path`.
+    /// Writes the file to `path` (every tensor must have been added with data).
     pub fn write(&self, path: &Path) -> Result<()> {
+        self.write_streaming(path, |i| {
+            Err(Error::InvalidInput(format!(
+                "tensor '{}' has no data",
+                self.tensors[i].name
+            )))
+        })
+    }
+
+    /// Writes the file to `path`, calling `produce(i)` for the data of the i-th tensor (in
+    /// insertion order) when it was added with [`GgufWriter::add_tensor_info`].
+    pub fn write_streaming(
+        &self,
+        path: &Path,
+        mut produce: impl FnMut(usize) -> Result<Vec<u8>>,
+    ) -> Result<()> {
         let p = path.display().to_string();
         let f = std::fs::File::create(path).map_err(|e| Error::io(&p, e))?;
         let mut w = std::io::BufWriter::new(f);
-        self.write_to(&mut w).map_err(|e| Error::io(&p, e))??;
+        self.write_to(&mut w, &p, &mut produce)?;
         w.flush().map_err(|e| Error::io(&p, e))
     }
 }

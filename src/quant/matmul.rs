@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{best_kernel, quantize_row, vec_dot_type, DotFn, GgmlType};
+use super::{best_kernel, best_kernel_x4, quantize_row, vec_dot_type, DotFn, GgmlType};
 use crate::{Error, Result};
 
 thread_local! {
@@ -17,8 +17,12 @@ thread_local! {
     static ACT_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Tokens whose dot products with one weight row are taken while the row is in L1.
+/// Tokens whose dot products with one weight row are taken while the row is in L1 (the
+/// 4-token kernels take exactly this many).
 const TOK_BLOCK: usize = 4;
+
+/// Weight rows per prefill task.
+const TILE: usize = 32;
 
 /// Decode streams the weights from memory: rows are prefetched this many rows ahead so the
 /// loads overlap the arithmetic (the hardware prefetcher alone leaves them mostly serial).
@@ -96,6 +100,7 @@ pub fn matmul(
     let at = vec_dot_type(ty);
     let kernel = best_kernel(ty);
     let shape = Shape {
+        ty,
         n_rows,
         n_cols,
         n_tok,
@@ -116,6 +121,7 @@ pub fn matmul(
 
 #[derive(Clone, Copy)]
 struct Shape {
+    ty: GgmlType,
     n_rows: usize,
     n_cols: usize,
     n_tok: usize,
@@ -179,27 +185,54 @@ fn compute(kernel: DotFn, w: &[u8], act: &[u8], arb: usize, s: Shape, out: &mut 
         });
         return;
     }
-    // Prefill: tiles of rows x all tokens; within a tile, token blocks of TOK_BLOCK so each
-    // weight row is dotted with several activation rows while it sits in L1.
-    let tile = 16usize;
-    let n_tiles = s.n_rows.div_ceil(tile);
+    // Prefill: tiles of TILE rows x all tokens; within a tile, blocks of TOK_BLOCK tokens so
+    // each weight row is dotted with several activation rows while it sits in L1. Results are
+    // gathered per tile and written as contiguous runs (no false sharing between tasks).
+    let dot4 = best_kernel_x4(s.ty);
+    let n_tiles = s.n_rows.div_ceil(TILE);
     let ptr = OutPtr(out.as_mut_ptr());
     let work = |ti: usize| {
         let p = ptr;
-        let r0 = ti * tile;
-        let r1 = (r0 + tile).min(s.n_rows);
+        let r0 = ti * TILE;
+        let r1 = (r0 + TILE).min(s.n_rows);
+        let mut res = [[0f32; TILE]; TOK_BLOCK];
         let mut t0 = 0;
         while t0 < s.n_tok {
             let t1 = (t0 + TOK_BLOCK).min(s.n_tok);
             for r in r0..r1 {
-                let wr = &w[r * s.wrb..(r + 1) * s.wrb];
-                for t in t0..t1 {
-                    let v = kernel(wr, &act[t * arb..(t + 1) * arb], n);
-                    // SAFETY: t < n_tok and r < n_rows, so the index is inside `out`
-                    // (len n_tok * n_rows, checked by the caller); each (t, r) is written by
-                    // exactly one task (the one owning row r).
-                    unsafe { *p.0.add(t * s.n_rows + r) = v };
+                if t0 == 0 {
+                    // First pass over the tile: its rows come from memory (later token blocks
+                    // find them in cache).
+                    prefetch(w, (r + PREFETCH_ROWS) * s.wrb, s.wrb);
                 }
+                let wr = &w[r * s.wrb..(r + 1) * s.wrb];
+                match dot4 {
+                    Some(dot4) if t1 - t0 == TOK_BLOCK => {
+                        let a = |k: usize| &act[(t0 + k) * arb..(t0 + k + 1) * arb];
+                        let v = dot4(wr, [a(0), a(1), a(2), a(3)], n);
+                        for k in 0..TOK_BLOCK {
+                            res[k][r - r0] = v[k];
+                        }
+                    }
+                    _ => {
+                        for t in t0..t1 {
+                            res[t - t0][r - r0] = kernel(wr, &act[t * arb..(t + 1) * arb], n);
+                        }
+                    }
+                }
+            }
+            for t in t0..t1 {
+                let src = &res[t - t0][..r1 - r0];
+                // SAFETY: t < n_tok and r0 + len <= n_rows, so the run is inside `out`
+                // (len n_tok * n_rows, checked by the caller); rows r0..r1 belong to this task
+                // alone, so no other task writes these elements.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        src.as_ptr(),
+                        p.0.add(t * s.n_rows + r0),
+                        src.len(),
+                    )
+                };
             }
             t0 = t1;
         }

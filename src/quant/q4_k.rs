@@ -316,3 +316,62 @@ pub(super) unsafe fn vec_dot_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
     }
     hsum_ps(acc) + hsum_ps128(acc_m)
 }
+
+/// AVX2: one Q4_K weight row with 4 Q8_K activation rows (prefill); nibbles and scales are
+/// unpacked once per block and shared by the 4 tokens.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds `n / 256` Q4_K blocks, each `a[k]` as many
+/// Q8_K blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_x4_avx2(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+    use super::simd::{hsum_ps, hsum_ps128, ld256, ld_f16};
+    use std::arch::x86_64::*;
+    let wb: &[BlockQ4K] = super::as_blocks(w);
+    let nb = n / QK_K;
+    let ap = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_m = [_mm_setzero_ps(); 4];
+    for (i, x) in wb.iter().enumerate().take(nb) {
+        let bw = x as *const BlockQ4K as *const u8;
+        let dw = ld_f16(bw);
+        let dminw = ld_f16(bw.add(2));
+        let sm = unpack_scales_mins(&x.scales);
+        let mins = _mm_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr().add(8).cast()));
+        let mut sumi = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let q4bits = ld256(bw.add(16 + 32 * j));
+            let q4l = _mm256_and_si256(q4bits, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4bits), m4);
+            let sl = _mm256_set1_epi16(sm[2 * j] as i16);
+            let sh = _mm256_set1_epi16(sm[2 * j + 1] as i16);
+            for k in 0..4 {
+                let ba = ap[k].add(i * 292);
+                let pl =
+                    _mm256_madd_epi16(sl, _mm256_maddubs_epi16(q4l, ld256(ba.add(4 + 64 * j))));
+                let ph =
+                    _mm256_madd_epi16(sh, _mm256_maddubs_epi16(q4h, ld256(ba.add(36 + 64 * j))));
+                sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(pl, ph));
+            }
+        }
+        for k in 0..4 {
+            let ba = ap[k].add(i * 292);
+            let yd = ba.cast::<f32>().read_unaligned();
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(yd * dw), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+            let q8sums = ld256(ba.add(260));
+            let q8s = _mm_hadd_epi16(
+                _mm256_castsi256_si128(q8sums),
+                _mm256_extracti128_si256::<1>(q8sums),
+            );
+            let prod = _mm_cvtepi32_ps(_mm_madd_epi16(mins, q8s));
+            acc_m[k] = _mm_fmadd_ps(_mm_set1_ps(-yd * dminw), prod, acc_m[k]);
+        }
+    }
+    let mut out = [0f32; 4];
+    for k in 0..4 {
+        out[k] = hsum_ps(acc[k]) + hsum_ps128(acc_m[k]);
+    }
+    out
+}

@@ -200,3 +200,69 @@ pub(super) unsafe fn vec_dot_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
     }
     hsum_ps(acc)
 }
+
+/// AVX2: one Q6_K weight row with 4 Q8_K activation rows (prefill); the 6-bit quants are
+/// unpacked once per block half and shared by the 4 tokens.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds `n / 256` Q6_K blocks, each `a[k]` as many
+/// Q8_K blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_x4_avx2(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+    use super::simd::{hsum_ps, ld128, ld256, ld_f16};
+    use std::arch::x86_64::*;
+    let nb = n / QK_K;
+    let wp = w.as_ptr();
+    let ap = [a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr(), a[3].as_ptr()];
+    let m4 = _mm256_set1_epi8(0xF);
+    let m2 = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..nb {
+        let bw = wp.add(i * 210);
+        let dw = ld_f16(bw.add(208));
+        let sc: [i8; 16] = std::ptr::read_unaligned(bw.add(192).cast());
+        let scales16 = _mm256_cvtepi8_epi16(ld128(bw.add(192)));
+        let mut sumi = [_mm256_setzero_si256(); 4];
+        for h in 0..2 {
+            let b1 = ld256(bw.add(64 * h));
+            let b2 = ld256(bw.add(64 * h + 32));
+            let bh = ld256(bw.add(128 + 32 * h));
+            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(bh, m2));
+            let h1 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(bh), m2));
+            let h2 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(bh), m2));
+            let h3 = _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(bh), m2));
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(b1, m4), h0),
+                _mm256_or_si256(_mm256_and_si256(b2, m4), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b1), m4), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(b2), m4), h3),
+            ];
+            for (g, q) in q.into_iter().enumerate() {
+                let s = 8 * h + 2 * g;
+                let scale = _mm256_set_m128i(
+                    _mm_set1_epi16(sc[s + 1] as i16),
+                    _mm_set1_epi16(sc[s] as i16),
+                );
+                for k in 0..4 {
+                    let q8 = ld256(ap[k].add(i * 292 + 4 + 128 * h + 32 * g));
+                    let p = _mm256_madd_epi16(scale, _mm256_maddubs_epi16(q, q8));
+                    sumi[k] = _mm256_add_epi32(sumi[k], p);
+                }
+            }
+        }
+        for k in 0..4 {
+            let ba = ap[k].add(i * 292);
+            let corr = _mm256_madd_epi16(scales16, ld256(ba.add(260)));
+            let s = _mm256_sub_epi32(sumi[k], _mm256_slli_epi32::<5>(corr));
+            let d = ba.cast::<f32>().read_unaligned() * dw;
+            acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[k]);
+        }
+    }
+    [
+        hsum_ps(acc[0]),
+        hsum_ps(acc[1]),
+        hsum_ps(acc[2]),
+        hsum_ps(acc[3]),
+    ]
+}

@@ -127,3 +127,13 @@ pub(super) unsafe fn vec_dot_q8_0_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
     }
     hsum_ps(_mm256_add_ps(acc0, acc1))
 }
+
+/// AVX2: one weight row with 4 Q8_0 activation rows (prefill), weights unpacked once per block.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` and each `a[k]` hold `n / 32` blocks.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q8_0_x4_avx2(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+    super::simd::dot4_q8_0_family!(w, a, n, 34, |bw| (ld_f16(bw), ld256(bw.add(2))))
+}

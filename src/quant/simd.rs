@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{DotFn, GgmlType};
+use super::{Dot4Fn, DotFn, GgmlType};
 
 /// Whether this CPU has AVX2, FMA and F16C (checked once).
 pub(crate) fn has_avx2() -> bool {
@@ -30,9 +30,14 @@ macro_rules! avx2_dot {
 
 avx2_dot!(dot_f32, super::float::vec_dot_f32_avx2);
 avx2_dot!(dot_f16, super::float::vec_dot_f16_avx2);
+avx2_dot!(dot_bf16, super::float::vec_dot_bf16_avx2);
 avx2_dot!(dot_q4_0, super::q4::vec_dot_q4_0_avx2);
+avx2_dot!(dot_q4_1, super::q4::vec_dot_q4_1_avx2);
+avx2_dot!(dot_q5_1, super::q5::vec_dot_q5_1_avx2);
 avx2_dot!(dot_q5_0, super::q5::vec_dot_q5_0_avx2);
 avx2_dot!(dot_q8_0, super::q8::vec_dot_q8_0_avx2);
+avx2_dot!(dot_q2_k, super::q2_k::vec_dot_avx2);
+avx2_dot!(dot_q3_k, super::q3_k::vec_dot_avx2);
 avx2_dot!(dot_q4_k, super::q4_k::vec_dot_avx2);
 avx2_dot!(dot_q5_k, super::q5_k::vec_dot_avx2);
 avx2_dot!(dot_q6_k, super::q6_k::vec_dot_avx2);
@@ -45,15 +50,105 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<DotFn> {
     Some(match ty {
         GgmlType::F32 => dot_f32,
         GgmlType::F16 => dot_f16,
+        GgmlType::BF16 => dot_bf16,
         GgmlType::Q4_0 => dot_q4_0,
+        GgmlType::Q4_1 => dot_q4_1,
+        GgmlType::Q5_1 => dot_q5_1,
         GgmlType::Q5_0 => dot_q5_0,
         GgmlType::Q8_0 => dot_q8_0,
+        GgmlType::Q2K => dot_q2_k,
+        GgmlType::Q3K => dot_q3_k,
         GgmlType::Q4K => dot_q4_k,
         GgmlType::Q5K => dot_q5_k,
         GgmlType::Q6K => dot_q6_k,
         _ => return None,
     })
 }
+
+macro_rules! avx2_dot4 {
+    ($name:ident, $kernel:path) => {
+        fn $name(w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+            // SAFETY: only reachable through `kernel_x4`, which checks the CPU features first;
+            // every slice length matches `n` (checked by matmul).
+            unsafe { $kernel(w, a, n) }
+        }
+    };
+}
+
+avx2_dot4!(dot4_q4_0, super::q4::vec_dot_q4_0_x4_avx2);
+avx2_dot4!(dot4_q5_0, super::q5::vec_dot_q5_0_x4_avx2);
+avx2_dot4!(dot4_q8_0, super::q8::vec_dot_q8_0_x4_avx2);
+avx2_dot4!(dot4_q4_k, super::q4_k::vec_dot_x4_avx2);
+avx2_dot4!(dot4_q6_k, super::q6_k::vec_dot_x4_avx2);
+
+/// The AVX2 4-token kernel for `ty`, where one exists and the CPU has the features.
+pub(crate) fn kernel_x4(ty: GgmlType) -> Option<Dot4Fn> {
+    if !has_avx2() {
+        return None;
+    }
+    Some(match ty {
+        GgmlType::Q4_0 => dot4_q4_0,
+        GgmlType::Q5_0 => dot4_q5_0,
+        GgmlType::Q8_0 => dot4_q8_0,
+        GgmlType::Q4K => dot4_q4_k,
+        GgmlType::Q6K => dot4_q6_k,
+        _ => return None,
+    })
+}
+
+/// The body of a one-weight-row x 4-activation-rows kernel for the 32-element formats dotted
+/// with Q8_0: `|bw| unpack` (bw: the block's pointer; expanded inline, not a closure) gives (weight scale, 32 signed quants); the unsigned/sign
+/// split of the weights is done once per block and shared by the 4 tokens.
+macro_rules! dot4_q8_0_family {
+    ($w:expr, $a:expr, $n:expr, $wbytes:expr, |$bw:ident| $unpack:expr) => {{
+        use std::arch::x86_64::*;
+        use $crate::quant::simd::{hsum_ps, ld256, ld_f16};
+        let nb = $n / 32;
+        let wp = $w.as_ptr();
+        let ap = [
+            $a[0].as_ptr(),
+            $a[1].as_ptr(),
+            $a[2].as_ptr(),
+            $a[3].as_ptr(),
+        ];
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for i in 0..nb {
+            let $bw = wp.add(i * $wbytes);
+            let (dw, qx): (f32, __m256i) = $unpack;
+            let ax = _mm256_sign_epi8(qx, qx);
+            // The 4 activation scales converted together, times the weight scale.
+            let h0 = ap[0].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let h1 = ap[1].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let h2 = ap[2].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let h3 = ap[3].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let packed = h0 | (h1 << 16) | (h2 << 32) | (h3 << 48);
+            let dd = _mm_mul_ps(
+                _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64)),
+                _mm_set1_ps(dw),
+            );
+            macro_rules! token {
+                ($k:expr, $lane:expr) => {{
+                    let sy = _mm256_sign_epi8(ld256(ap[$k].add(i * 34 + 2)), qx);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+                    let d = _mm256_broadcastss_ps(_mm_permute_ps::<$lane>(dd));
+                    acc[$k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[$k]);
+                }};
+            }
+            token!(0, 0);
+            token!(1, 1);
+            token!(2, 2);
+            token!(3, 3);
+        }
+        [
+            hsum_ps(acc[0]),
+            hsum_ps(acc[1]),
+            hsum_ps(acc[2]),
+            hsum_ps(acc[3]),
+        ]
+    }};
+}
+pub(crate) use dot4_q8_0_family;
 
 /// Horizontal sum of 8 floats.
 #[inline]

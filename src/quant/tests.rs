@@ -333,3 +333,38 @@ fn matmul_shape_errors() {
     let e = matmul(ty, &w, 3, 33, &x, &mut out).unwrap_err().to_string();
     assert!(e.contains("33"), "{e}");
 }
+
+/// The 4-token prefill kernels against the scalar reference, token by token.
+#[test]
+fn dot4_kernels_match_ref() {
+    let mut rng = seeded("dot4");
+    for ty in ALL_TYPES {
+        let Some(dot4) = best_kernel_x4(ty) else {
+            continue;
+        };
+        for &nb in &[1usize, 5, 20] {
+            let n = nb * ty.block_elems().max(32);
+            let w = random_weights(ty, n, &mut rng);
+            let acts: Vec<Vec<u8>> = (0..4)
+                .map(|_| activation(ty, &gaussish(&mut rng, n)))
+                .collect();
+            let got = dot4(&w, [&acts[0], &acts[1], &acts[2], &acts[3]], n);
+            for (k, a) in acts.iter().enumerate() {
+                let want = vec_dot_ref(ty, &w, a, n);
+                let wd = dequant(ty, &w, n);
+                let ad = dequant(vec_dot_type(ty), a, n);
+                let l1: f64 = wd
+                    .iter()
+                    .zip(&ad)
+                    .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                    .sum();
+                let tol = 2e-5 * l1 + 1e-12;
+                assert!(
+                    (got[k] as f64 - want as f64).abs() <= tol,
+                    "{ty} n={n} token {k}: dot4 {} vec_dot_ref {want} (tol {tol:e})",
+                    got[k]
+                );
+            }
+        }
+    }
+}

@@ -1,10 +1,10 @@
 //! The CPU sampler: the reference for the GPU kernel and its fallback.
 //!
 //! One step for one row of logits:
-//! 1. Logits are checked: NaN or +inf is an error; -inf is a token that is never drawn.
-//! 2. Penalties (llama.cpp order) for each distinct token among the last `penalty_last_n` recent
+//! 1. Penalties (llama.cpp order) for each distinct token among the last `penalty_last_n` recent
 //!    tokens, counted `c` times: the repetition penalty divides a positive logit and multiplies a
 //!    non-positive one, then `c * frequency_penalty + presence_penalty` is subtracted.
+//! 2. Logits are checked: NaN or +inf is an error; -inf is a token that is never drawn.
 //! 3. Temperature 0 is argmax (ties to the lowest id).
 //! 4. Softmax with the temperature fused in, as integer weights:
 //!    `W[i] = trunc(exp((l[i] - max) / T) * 2^40)`, so the largest weight is exactly 2^40 and any
@@ -47,7 +47,6 @@ pub fn sample(
     step: u64,
 ) -> Result<u32> {
     params.validate()?;
-    check_logits(logits)?;
     let mut penalized;
     let logits = if params.has_penalties() && !recent.is_empty() {
         penalized = logits.to_vec();
@@ -56,6 +55,7 @@ pub fn sample(
     } else {
         logits
     };
+    check_logits(logits)?;
     if params.is_greedy() {
         return argmax(logits);
     }
@@ -112,8 +112,7 @@ pub fn apply_penalties(params: &SamplingParams, logits: &mut [f32], recent: &[u3
     if !params.has_penalties() {
         return Ok(());
     }
-    let n = params.penalty_last_n.min(recent.len());
-    let mut window = recent[recent.len() - n..].to_vec();
+    let mut window = penalty_window(params, recent).to_vec();
     window.sort_unstable();
     let mut i = 0;
     while i < window.len() {
@@ -133,6 +132,15 @@ pub fn apply_penalties(params: &SamplingParams, logits: &mut [f32], recent: &[u3
         *l = penalize(*l, count, params);
     }
     Ok(())
+}
+
+/// The recent tokens the penalties look at: the last `penalty_last_n` (none when no penalty is on).
+pub fn penalty_window<'a>(params: &SamplingParams, recent: &'a [u32]) -> &'a [u32] {
+    if !params.has_penalties() {
+        return &[];
+    }
+    let n = params.penalty_last_n.min(recent.len());
+    &recent[recent.len() - n..]
 }
 
 /// One token's penalized logit, given how often it occurs among the recent tokens (>= 1).
@@ -165,25 +173,44 @@ pub fn argmax(logits: &[f32]) -> Result<u32> {
     Ok(best as u32)
 }
 
-/// The integer weights `trunc(exp((l - max) / T) * 2^40)` and their total.
+/// The integer weights `trunc(exp((l - max) / T) * 2^40)` and their total. Large rows are split
+/// over the rayon pool; the sums are integers, so the result does not depend on the split.
 pub fn weights(logits: &[f32], temperature: f32) -> Result<(Vec<u64>, u64)> {
+    const CHUNK: usize = 16_384;
     let max = logits[argmax(logits)? as usize];
-    let mut total = 0u64;
-    let w: Vec<u64> = logits
-        .iter()
-        .map(|&l| {
-            let x = weight(l, max, temperature);
-            total += x;
-            x
-        })
-        .collect();
+    let mut w = vec![0u64; logits.len()];
+    let fill = |(dst, src): (&mut [u64], &[f32])| -> u64 {
+        let mut total = 0u64;
+        for (d, &l) in dst.iter_mut().zip(src) {
+            *d = weight(l, max, temperature);
+            total += *d;
+        }
+        total
+    };
+    let total = if logits.len() > 2 * CHUNK {
+        w.par_chunks_mut(CHUNK)
+            .zip(logits.par_chunks(CHUNK))
+            .map(fill)
+            .sum()
+    } else {
+        fill((&mut w, logits))
+    };
     Ok((w, total))
 }
+
+/// `x` below which `exp(x) * 2^40 < 1` for certain (`exp(-28) = 6.9e-13 < 2^-40 = 9.1e-13`):
+/// the weight is 0 whatever the `exp` implementation, so it is not computed.
+const ZERO_WEIGHT_BELOW: f32 = -28.0;
 
 /// One token's integer weight.
 #[inline]
 pub fn weight(logit: f32, max: f32, temperature: f32) -> u64 {
-    (((logit - max) / temperature).exp() * WEIGHT_ONE) as u64
+    let x = (logit - max) / temperature;
+    if x < ZERO_WEIGHT_BELOW {
+        return 0;
+    }
+    // In [0, 2^40]: through i64, whose conversion is one instruction on x86-64 (u64's is not).
+    (x.exp() * WEIGHT_ONE) as i64 as u64
 }
 
 /// The acceptance test of the kept set, from the count and mass of strictly heavier tokens.
@@ -242,10 +269,7 @@ pub fn sample_weights(
             return c as u32;
         }
         let wc = w[c];
-        let (count, mass) = w
-            .iter()
-            .filter(|&&x| x > wc)
-            .fold((0u64, 0u64), |(n, m), &x| (n + 1, m + x));
+        let (count, mass) = above(w, wc);
         if filter.accepts(count, mass, wc) {
             return c as u32;
         }
@@ -253,6 +277,23 @@ pub fn sample_weights(
         q = mass;
     }
     argmax_weights(w)
+}
+
+/// Count and mass of the weights strictly above `wc` (split over the rayon pool for long rows).
+fn above(w: &[u64], wc: u64) -> (u64, u64) {
+    const CHUNK: usize = 32_768;
+    let part = |c: &[u64]| {
+        c.iter()
+            .filter(|&&x| x > wc)
+            .fold((0u64, 0u64), |(n, m), &x| (n + 1, m + x))
+    };
+    if w.len() > 2 * CHUNK {
+        w.par_chunks(CHUNK)
+            .map(part)
+            .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    } else {
+        part(w)
+    }
 }
 
 /// First token with `w > pivot` whose inclusive running sum over such tokens exceeds `t`.
@@ -304,9 +345,9 @@ impl PreparedRow {
     /// Validates, penalizes and converts one row of logits.
     pub fn new(params: &SamplingParams, logits: &[f32], recent: &[u32]) -> Result<Self> {
         params.validate()?;
-        check_logits(logits)?;
         let mut l = logits.to_vec();
         apply_penalties(params, &mut l, recent)?;
+        check_logits(&l)?;
         let greedy = if params.is_greedy() {
             Some(argmax(&l)?)
         } else {
@@ -457,6 +498,18 @@ mod tests {
                 assert_eq!(a, prep.sample(3, step), "{prm:?} step {step}");
             }
         }
+    }
+
+    #[test]
+    fn skipped_weights_would_be_zero() {
+        let mut x = ZERO_WEIGHT_BELOW;
+        for _ in 0..1000 {
+            x = f32::from_bits(x.to_bits() + 1); // the next value below
+            assert!(x.exp() * WEIGHT_ONE < 1.0, "{x}");
+        }
+        assert_eq!(weight(-100.0, 0.0, 1.0), 0);
+        assert_eq!(weight(0.0, 0.0, 0.7), 1 << 40);
+        assert_eq!(weight(f32::NEG_INFINITY, 0.0, 0.7), 0);
     }
 
     #[test]

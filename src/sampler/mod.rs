@@ -8,6 +8,7 @@
 //! the last bit at a boundary.
 
 pub mod cpu;
+pub mod gpu;
 pub mod philox;
 
 use std::fmt;

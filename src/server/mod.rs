@@ -6,12 +6,13 @@
 //! channel and turn the engine's events into responses. A client that goes away drops its
 //! receiver, which cancels its request in the engine.
 
-/// Until `crate::tokenizer` lands in main, the chat template module is compiled from here.
-#[path = "../tokenizer/chat_template.rs"]
-pub mod chat_template;
+pub mod adapters;
 pub mod error;
 pub mod params;
 pub mod routes;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use self::chat_template::ChatTemplate;
 use crate::engine::{EngineHandle, Metrics, Vocab};
+pub use crate::tokenizer::chat_template::ChatTemplate;
 use crate::Result;
 
 /// The tokenizer operations the server needs beyond the engine's [`Vocab`].

@@ -3,9 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use super::chat_template::ChatMessage;
 use super::error::ApiError;
 use crate::engine::SamplingSpec;
+use crate::tokenizer::chat_template::ChatMessage;
 
 /// Most stop strings per request.
 pub const MAX_STOP: usize = 16;
@@ -271,6 +271,7 @@ fn parse_common(o: &Map<String, Value>, chat: bool) -> Result<CommonParams, ApiE
     if sampling.top_p == 0.0 {
         return Err(ApiError::bad("top_p", "top_p = 0 must be greater than 0"));
     }
+    crate::engine::sampling::validate(&sampling)?;
     let stream = opt_bool(o, "stream")?.unwrap_or(false);
     let include_usage = match present(o, "stream_options") {
         None => false,
@@ -437,13 +438,15 @@ pub fn parse_chat(o: &Map<String, Value>) -> Result<ChatParams, ApiError> {
             {
                 r.clone()
             }
-            other => return Err(ApiError::bad(
-                &format!("messages[{i}].role"),
-                format!(
+            other => {
+                return Err(ApiError::bad(
+                    &format!("messages[{i}].role"),
+                    format!(
                     "messages[{i}].role must be system, user, assistant, tool or developer, got {}",
                     other.map_or("nothing".to_string(), short)
                 ),
-            )),
+                ))
+            }
         };
         messages.push(ChatMessage {
             role,
