@@ -256,7 +256,10 @@ fn gpu_backend_matches_cpu_backend() {
         );
         // The CPU rounds Q to f16 before Q.K (as ggml does); the GPU keeps it in f32 (checked
         // against f64 at 1e-4 in gpu_kernels): 2e-3 between the two.
-        assert!(e < 2e-3, "attention window {window:?} softcap {softcap:?}: {e}");
+        assert!(
+            e < 2e-3,
+            "attention window {window:?} softcap {softcap:?}: {e}"
+        );
     }
     // A block id past the cache is an error, not a fault.
     let bad = [SeqSlot {

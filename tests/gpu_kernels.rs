@@ -138,7 +138,13 @@ fn dot_err(
 fn shapes(ty: GgmlType) -> Vec<(usize, usize)> {
     let be = ty.block_elems().max(32);
     // 4099 rows: the 4-rows-per-warp path (from 4096 rows) with a ragged last warp.
-    let mut v = vec![(1, be), (33, 2 * be), (7, 4096), (300, 896 / be * be + be), (4099, be)];
+    let mut v = vec![
+        (1, be),
+        (33, 2 * be),
+        (7, 4096),
+        (300, 896 / be * be + be),
+        (4099, be),
+    ];
     if be == 32 {
         v.push((65, 896));
     }
