@@ -14,28 +14,50 @@ struct MatvecParams {
     u32 cols;
     u32 x_stride;
     u32 y_stride;
+    u32 rows_per_warp;  // 1..MV_ROWS
 };
+
+// Each warp computes rows_per_warp (<= MV_ROWS) rows, so every x chunk it loads serves that many
+// weight chunks (x is read from L1/L2 once per rows_per_warp rows instead of once per row). Large
+// matrices use 4; small ones 1, to spread over more warps.
+#define MV_ROWS 4
 
 template <int T> RF_DEVICE void matvec(const MatvecParams& p) {
     const int lane = threadIdx.x % WARP_SIZE;
-    const u32 row = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
-    if (row >= p.rows) return;
-    const u8* w = p.w + (u64)row * p.row_bytes;
+    const u32 rpw = p.rows_per_warp;
+    const u32 row0 = (blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE) * rpw;
+    if (row0 >= p.rows) return;
     const float* x = p.x + (u64)blockIdx.y * p.x_stride;
     const int nchunks = p.cols / 32;
-    float acc = 0.0f;
+    float acc[MV_ROWS];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; r++) acc[r] = 0.0f;
     for (int ch = lane; ch < nchunks; ch += WARP_SIZE) {
-        float v[32];
-        rf_deq_row_chunk<T>(w, ch, v);
+        float xv[32];
         const float4* x4 = (const float4*)(x + 32 * ch);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            const float4 xx = x4[i];
-            acc += v[4 * i] * xx.x + v[4 * i + 1] * xx.y + v[4 * i + 2] * xx.z + v[4 * i + 3] * xx.w;
+            const float4 f = x4[i];
+            xv[4 * i] = f.x; xv[4 * i + 1] = f.y; xv[4 * i + 2] = f.z; xv[4 * i + 3] = f.w;
+        }
+#pragma unroll
+        for (int r = 0; r < MV_ROWS; r++) {
+            if (r < rpw && row0 + r < p.rows) {
+                float v[32];
+                rf_deq_row_chunk<T>(p.w + (u64)(row0 + r) * p.row_bytes, ch, v);
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < 32; i++) s += v[i] * xv[i];
+                acc[r] += s;
+            }
         }
     }
-    acc = rf_warp_sum(acc);
-    if (lane == 0) p.y[(u64)blockIdx.y * p.y_stride + row] = acc + (p.bias ? p.bias[row] : 0.0f);
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; r++) {
+        const float a = rf_warp_sum(acc[r]);
+        if (lane == 0 && r < rpw && row0 + r < p.rows)
+            p.y[(u64)blockIdx.y * p.y_stride + row0 + r] = a + (p.bias ? p.bias[row0 + r] : 0.0f);
+    }
 }
 
 #define RF_MATVEC(T, s) \

@@ -71,6 +71,49 @@ fn decode_matvec_bandwidth() {
                 bytes += rb * rows;
             }
         }
+        // Each shape alone (its `count` matrices in one graph).
+        {
+            let maxc = mats.iter().map(|m| m.3).max().unwrap();
+            let maxr = mats.iter().map(|m| m.2).max().unwrap();
+            let x = dev.upload(&gpu_util::randn(&mut rng, maxc, 1.0)).unwrap();
+            let y = dev.alloc::<f32>(maxr).unwrap();
+            for (ty, rows, cols, _) in model(name) {
+                let sel: Vec<_> = mats
+                    .iter()
+                    .filter(|m| m.1 == ty && m.2 == rows && m.3 == cols)
+                    .collect();
+                let run = || {
+                    for (b, ty, rows, cols) in &sel {
+                        let w = QMatrix {
+                            data: b,
+                            offset: 0,
+                            ty: *ty,
+                            rows: *rows,
+                            cols: *cols,
+                        };
+                        matvec(&dev, &w, &x, None, &y, 1).unwrap();
+                    }
+                };
+                run();
+                dev.begin_capture().unwrap();
+                run();
+                let g = dev.end_capture().unwrap();
+                g.launch().unwrap();
+                dev.synchronize().unwrap();
+                let t0 = Instant::now();
+                for _ in 0..10 {
+                    g.launch().unwrap();
+                }
+                dev.synchronize().unwrap();
+                let t = t0.elapsed().as_secs_f64() / 10.0 / sel.len() as f64;
+                let b = ty.row_bytes(cols as u64).unwrap() as f64 * rows as f64;
+                println!(
+                    "  {ty} {rows}x{cols}: {:.1} us each, {:.0} GB/s",
+                    t * 1e6,
+                    b / t / 1e9
+                );
+            }
+        }
         let maxc = mats.iter().map(|m| m.3).max().unwrap();
         let maxr = mats.iter().map(|m| m.2).max().unwrap();
         let x = dev.upload(&gpu_util::randn(&mut rng, maxc, 1.0)).unwrap();
