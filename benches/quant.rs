@@ -2,7 +2,7 @@
 //! Gemma 3 270M Q4_K_M decode ([262144 x 640] Q8_0 output, [2048 x 640] Q5_0 ffn_gate/up,
 //! [640 x 2048] Q4_K / Q6_K ffn_down), on 1 and 2 threads, decode (1 token) and prefill (256).
 //!
-//! Run: `cargo bench --bench quant` (filter: `cargo bench --bench quant -- Q8_0`).
+//! Run: `cargo bench --bench quant` (filters: `cargo bench --bench quant -- Q8_0`, `-- gemma`).
 
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,88 @@ fn bench(ty: GgmlType, n_rows: usize, n_cols: usize, n_tok: usize, threads: usiz
     std::hint::black_box(&out);
 }
 
+/// Every matmul of one Gemma 3 270M Q4_K_M decode step (types as in the real file: per layer
+/// q/k/v Q5_0 (v Q8_0 in half the layers), o Q4_K, gate/up Q5_0, down Q4_K or Q6_K; then the
+/// tied Q8_0 output [262144 x 640]), with distinct weights per layer so nothing stays cached.
+/// Prints ms per token and the tokens/s the matmuls alone would allow.
+fn gemma_decode(threads: usize) {
+    let layer = |l: usize| -> Vec<(GgmlType, usize, usize)> {
+        vec![
+            (GgmlType::Q5_0, 1024, 640),
+            (GgmlType::Q5_0, 256, 640),
+            (
+                if l.is_multiple_of(2) {
+                    GgmlType::Q8_0
+                } else {
+                    GgmlType::Q5_0
+                },
+                256,
+                640,
+            ),
+            (GgmlType::Q4K, 640, 1024),
+            (GgmlType::Q5_0, 2048, 640),
+            (GgmlType::Q5_0, 2048, 640),
+            (
+                if l.is_multiple_of(2) {
+                    GgmlType::Q6K
+                } else {
+                    GgmlType::Q4K
+                },
+                640,
+                2048,
+            ),
+        ]
+    };
+    let mut mats: Vec<(GgmlType, usize, usize, Vec<u8>)> = Vec::new();
+    for l in 0..18 {
+        for (ty, r, c) in layer(l) {
+            mats.push((ty, r, c, weights(ty, r, c)));
+        }
+    }
+    mats.push((
+        GgmlType::Q8_0,
+        262_144,
+        640,
+        weights(GgmlType::Q8_0, 262_144, 640),
+    ));
+    let bytes: usize = mats.iter().map(|m| m.3.len()).sum();
+    let x: Vec<f32> = (0..2048)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let mut out = vec![0f32; 262_144];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let step = |out: &mut [f32]| {
+            for (ty, r, c, w) in &mats {
+                matmul(*ty, w, *r, *c, &x[..*c], &mut out[..*r]).unwrap();
+            }
+        };
+        step(&mut out);
+        let mut times = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) || times.len() < 5 {
+            let t = Instant::now();
+            step(&mut out);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let (best, median) = (times[0], times[times.len() / 2]);
+        println!(
+            "gemma3-270m decode matmuls, threads {threads}: best {:.2} ms ({:.1} tok/s, {:.2} GB/s), median {:.2} ms ({:.1} tok/s); {:.1} MB of weights per token",
+            best * 1e3,
+            1.0 / best,
+            bytes as f64 / best / 1e9,
+            median * 1e3,
+            1.0 / median,
+            bytes as f64 / 1e6
+        );
+    });
+    std::hint::black_box(&out);
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -112,7 +194,16 @@ fn main() {
         (GgmlType::Q5_0, 2048, 640, 256),
         (GgmlType::Q4K, 640, 2048, 256),
         (GgmlType::Q8_0, 2048, 640, 256),
+        (GgmlType::Q8_0, 262_144, 640, 4),
     ];
+    if filter.is_empty() || filter.iter().any(|f| f == "gemma") {
+        for threads in [1, 2] {
+            gemma_decode(threads);
+        }
+        if !filter.is_empty() {
+            return;
+        }
+    }
     for &(ty, r, c, t) in cases {
         let label = format!("{} {r}x{c} {t}", ty.name());
         if !filter.is_empty() && !filter.iter().any(|f| label.contains(f.as_str())) {

@@ -127,6 +127,16 @@ RF_KERNEL void kv_write_f16(const KvWriteParams p) {
     }
 }
 
+// Stores one cache (K or V) only: the same as kv_write_f16 for a single tensor.
+RF_KERNEL void kv_store_f16(const KvWriteParams p) {
+    const u32 t = blockIdx.x, g = blockIdx.y;
+    const u32 pos = p.positions[t];
+    const u32 blk = p.block_tables[(u64)p.seq_of_token[t] * p.max_blocks + pos / KV_BLOCK];
+    const u64 dst = (((u64)blk * p.n_kv_heads + g) * KV_BLOCK + pos % KV_BLOCK) * p.head_dim;
+    const u64 src = ((u64)t * p.n_kv_heads + g) * p.head_dim;
+    for (u32 d = threadIdx.x; d < p.head_dim; d += blockDim.x) p.k_cache[dst + d] = rf_f2h(p.k[src + d]);
+}
+
 // The weighted sum as its own op: out[t, h, :] = sum_j w[t, h, j] * V[j] over j < n_keys,
 // V read from the paged cache of token t's sequence. grid (tokens, n_heads).
 struct WeightedVParams {

@@ -64,6 +64,10 @@ const FORMAT_LEVEL: &[(&str, &str)] = &[
         "misaligned_offset",
         "tensor 'output_norm.weight' offset 132 is not a multiple of the alignment 32",
     ),
+    (
+        "overlapping_tensors",
+        "tensor 'token_embd.weight' data [224, 384) overlaps tensor 'output_norm.weight' at 352",
+    ),
     ("n_dims_5", "tensor 'token_embd.weight' has n_dims 5"),
     (
         "offset_past_end",

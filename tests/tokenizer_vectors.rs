@@ -333,3 +333,265 @@ fn llama_cpp_references_for_other_pre_tokenizers() {
         failures.join("\n")
     );
 }
+
+/// Fresh random strings (letters of many scripts, digits, punctuation, whitespace runs, emoji,
+/// combining marks, special-token texts) for one vocabulary.
+fn random_strings(rng: &mut impl rand::Rng, n: usize) -> Vec<String> {
+    const POOL: &[&str] = &[
+        "a",
+        "e",
+        "Z",
+        "th",
+        "ing",
+        " ",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        "\r\n",
+        "0",
+        "7",
+        "42",
+        "'s",
+        "'LL",
+        "'",
+        ".",
+        ",",
+        "!",
+        "?",
+        "(",
+        ")",
+        "{",
+        "}",
+        "<",
+        ">",
+        "/",
+        "_",
+        "-",
+        "=",
+        "#",
+        "$",
+        "é",
+        "ß",
+        "Ü",
+        "ñ",
+        "ç",
+        "α",
+        "Ω",
+        "ж",
+        "Я",
+        "中",
+        "文",
+        "語",
+        "の",
+        "カ",
+        "한",
+        "글",
+        "ع",
+        "ب",
+        "क",
+        "ि",
+        "\u{301}",
+        "\u{200d}",
+        "😀",
+        "👍",
+        "🏽",
+        "👨",
+        "🚀",
+        "𝑥",
+        "²",
+        "½",
+        "…",
+        "—",
+        "€",
+        "\u{a0}",
+        "\u{3000}",
+        "<s>",
+        "</s>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<|eot_id|>",
+        "<bos>",
+        "<td>",
+        "[INST]",
+        "▁",
+    ];
+    (0..n)
+        .map(|_| {
+            let len = rng.gen_range(0..24);
+            (0..len)
+                .map(|_| POOL[rng.gen_range(0..POOL.len())])
+                .collect()
+        })
+        .collect()
+}
+
+fn llama_cpp_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import llama_cpp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "llama-cpp-python is not installed"
+    );
+    ok
+}
+
+/// Differential test against llama.cpp on fresh random strings, both with and without BOS and
+/// special-token parsing. Needs llama-cpp-python (skipped without it, except under CI).
+#[test]
+fn random_strings_match_llama_cpp() {
+    if !llama_cpp_available() {
+        println!("skipped: llama-cpp-python not installed");
+        return;
+    }
+    let mut models: Vec<(String, PathBuf)> = VOCABS
+        .iter()
+        .filter_map(|n| Some((n.to_string(), vocab_path(n)?)))
+        .collect();
+    if let Some(s) = shared_dir()
+        .map(|d| d.join("models/stories260K.gguf"))
+        .filter(|p| p.is_file())
+    {
+        models.push(("stories260K".into(), s));
+    }
+    if let Some(g) = gemma_path() {
+        models.push(("gemma3".into(), g));
+    }
+    if models.is_empty() {
+        println!("skipped: no vocabulary found (../shared/vocab, Gemma 3)");
+        return;
+    }
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let dir = std::env::temp_dir().join(format!("rocmforge-tok-{}-{seed}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/ref_tokenize.py");
+    let mut failures = Vec::new();
+    for (name, path) in &models {
+        let strings = random_strings(&mut rng, 120);
+        let inp = dir.join(format!("{name}.in.json"));
+        let out = dir.join(format!("{name}.out.json"));
+        std::fs::write(&inp, serde_json::to_string(&strings).unwrap()).unwrap();
+        let st = Command::new("python3")
+            .arg(&script)
+            .args([path.as_os_str(), out.as_os_str(), inp.as_os_str()])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let refs: RefFile = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let tok = load(path);
+        let mut pass = 0;
+        for c in &refs.cases {
+            let opts = EncodeOptions {
+                add_special: c.add_special,
+                parse_special: c.parse_special,
+            };
+            let got = tok.encode(&c.text, opts).unwrap();
+            if got == c.ids {
+                pass += 1;
+            } else {
+                failures.push(format!(
+                    "{name} {opts:?} {:?}\n  want {:?}\n  got  {got:?}",
+                    c.text, c.ids
+                ));
+            }
+        }
+        println!(
+            "{name}: {pass}/{} random strings match llama.cpp",
+            refs.cases.len()
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures.is_empty(),
+        "seed {seed}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// `token_bytes` against llama.cpp's token_to_piece (special tokens rendered) for fresh random ids
+/// plus every token whose text starts with '<' (byte tokens, control tokens, tags).
+#[test]
+fn token_pieces_match_llama_cpp() {
+    if !llama_cpp_available() {
+        println!("skipped: llama-cpp-python not installed");
+        return;
+    }
+    let mut models: Vec<(String, PathBuf)> = VOCABS
+        .iter()
+        .filter_map(|n| Some((n.to_string(), vocab_path(n)?)))
+        .collect();
+    if let Some(g) = gemma_path() {
+        models.push(("gemma3".into(), g));
+    }
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let dir = std::env::temp_dir().join(format!("rocmforge-pieces-{}-{seed}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/ref_pieces.py");
+    let mut failures = Vec::new();
+    for (name, path) in &models {
+        let tok = load(path);
+        let n = tok.vocab_size() as u32;
+        let mut ids: Vec<u32> = (0..400)
+            .map(|_| rand::Rng::gen_range(&mut rng, 0..n))
+            .collect();
+        ids.extend(
+            (0..n)
+                .filter(|&i| tok.token_text(i).is_some_and(|t| t.starts_with('<')))
+                .take(3000),
+        );
+        let inp = dir.join(format!("{name}.ids.json"));
+        let out = dir.join(format!("{name}.pieces.json"));
+        std::fs::write(&inp, serde_json::to_string(&ids).unwrap()).unwrap();
+        let st = Command::new("python3")
+            .arg(&script)
+            .args([path.as_os_str(), inp.as_os_str(), out.as_os_str()])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let want: Vec<String> =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let mut pass = 0;
+        for (&id, hex) in ids.iter().zip(&want) {
+            let got: String = tok
+                .token_bytes(id)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if &got == hex {
+                pass += 1;
+            } else {
+                failures.push(format!(
+                    "{name} id {id} {:?}: want {hex} got {got}",
+                    tok.token_text(id)
+                ));
+            }
+        }
+        println!("{name}: {pass}/{} token pieces match llama.cpp", ids.len());
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures.is_empty(),
+        "seed {seed}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

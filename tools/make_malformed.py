@@ -119,6 +119,8 @@ def format_level():
         BASE_KVS, base_tinfos({1: ("output_norm.weight", [8], GGML_F32, 1 << 20)}), BASE_DATA)
     files["misaligned_offset"] = pack(
         BASE_KVS, base_tinfos({1: ("output_norm.weight", [8], GGML_F32, 132)}), BASE_DATA)
+    files["overlapping_tensors"] = pack(
+        BASE_KVS, base_tinfos({0: ("token_embd.weight", [8, 5], GGML_F32, 0)}), BASE_DATA)
     files["duplicate_key"] = pack(
         BASE_KVS + [kv_u32("llama.context_length", 256)], base_tinfos(), BASE_DATA)
     files["duplicate_tensor"] = pack(

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Reference token ids from llama.cpp itself, for tests/tokenizer_vectors.rs.
 
-Usage: python3 tools/ref_tokenize.py MODEL.gguf OUT.json
+Usage: python3 tools/ref_tokenize.py MODEL.gguf OUT.json [STRINGS.json]
 
 Tokenizes a fixed list of strings with llama-cpp-python (which builds llama.cpp from source;
 version 0.3.36 produced the committed files) with the model's vocabulary only, in two modes:
 add_special=False/parse_special=False and add_special=True/parse_special=True, and writes
 {"generator": ..., "model": file name, "sha256": ..., "cases": [{"text", "add_special",
-"parse_special", "ids"}]}.
+"parse_special", "ids"}]}. With STRINGS.json (a JSON list of strings) those strings are used
+instead of the built-in list (the Rust tests use this for fresh random strings).
 """
 import hashlib
 import json
@@ -54,14 +55,18 @@ TEXTS = [
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     path, out = sys.argv[1], sys.argv[2]
+    texts = TEXTS
+    if len(sys.argv) == 4:
+        with open(sys.argv[3], encoding="utf-8") as f:
+            texts = json.load(f)
     with open(path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
     cases = []
-    for text in TEXTS:
+    for text in texts:
         for special in (False, True):
             ids = llm.tokenize(text.encode("utf-8"), add_bos=special, special=special)
             cases.append({"text": text, "add_special": special, "parse_special": special, "ids": ids})

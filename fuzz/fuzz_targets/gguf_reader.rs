@@ -9,7 +9,6 @@
 // The reader's sources, compiled directly at the same module paths as in the library.
 #[path = "../../src/error.rs"]
 mod error;
-#[path = "../../src/gguf/mod.rs"]
 mod gguf;
 #[path = "../../src/quant/mod.rs"]
 mod quant;

@@ -3,6 +3,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::backend::cpu::CpuBackend;
+use crate::backend::gpu::backend::GpuBackend;
+use crate::backend::gpu::{open_auto, GpuDevice, GpuKind};
+use crate::backend::Backend;
+use crate::model::Model;
+
 /// Where a command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
@@ -52,6 +58,86 @@ impl fmt::Display for Device {
     }
 }
 
+impl Device {
+    /// Opens the GPU this names. `cpu`: `Ok(None)`. `cuda[:N]`/`rocm[:N]`: that device, or an
+    /// error saying why not. `auto`: the first working GPU, saying on stderr which one and why
+    /// any other was rejected; `Ok(None)` (after the reasons) when none works.
+    pub fn open_gpu(self) -> crate::Result<Option<GpuDevice>> {
+        match self {
+            Device::Cpu => Ok(None),
+            Device::Cuda(i) => GpuDevice::open(GpuKind::Cuda, i).map(Some),
+            Device::Rocm(i) => GpuDevice::open(GpuKind::Rocm, i).map(Some),
+            Device::Auto => {
+                let (dev, rejected) = open_auto();
+                for r in &rejected {
+                    eprintln!("device auto: rejected {r}");
+                }
+                match &dev {
+                    Some(d) => eprintln!("device auto: using {}", d.info()),
+                    None => eprintln!("device auto: no usable GPU, using the CPU"),
+                }
+                Ok(dev)
+            }
+        }
+    }
+}
+
+/// A command's work on a loaded model, generic over the backend the device picks.
+pub trait ModelTask {
+    type Output;
+    /// Runs on `model`, which took `load_s` seconds to load.
+    fn run<B: Backend>(self, model: Model<B>, load_s: f64) -> crate::Result<Self::Output>;
+}
+
+/// Sets rayon's global pool to `threads` (default: every core); later calls keep the first.
+pub fn init_threads(threads: Option<usize>) -> crate::Result<usize> {
+    if let Some(0) = threads {
+        return Err(crate::Error::InvalidInput(
+            "--threads 0: must be positive".into(),
+        ));
+    }
+    let n = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // Fails only when the pool already exists (a second command in one process): keep it.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
+    Ok(rayon::current_num_threads())
+}
+
+/// Loads the model at `path` on `device` and runs `task` on it.
+pub fn with_model<T: ModelTask>(
+    path: &std::path::Path,
+    device: Device,
+    threads: Option<usize>,
+    task: T,
+) -> crate::Result<T::Output> {
+    init_threads(threads)?;
+    match device {
+        Device::Cpu => {
+            let t0 = std::time::Instant::now();
+            let model = Model::open(path, CpuBackend::new())?;
+            task.run(model, t0.elapsed().as_secs_f64())
+        }
+        Device::Auto | Device::Cuda(_) | Device::Rocm(_) => {
+            let t0 = std::time::Instant::now();
+            match device.open_gpu()? {
+                Some(dev) => {
+                    let model = Model::open(path, GpuBackend::new(dev))?;
+                    task.run(model, t0.elapsed().as_secs_f64())
+                }
+                None => {
+                    let model = Model::open(path, CpuBackend::new())?;
+                    task.run(model, t0.elapsed().as_secs_f64())
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +152,16 @@ mod tests {
         assert!("gpu".parse::<Device>().is_err());
         assert!("cuda:x".parse::<Device>().is_err());
         assert!("cpu:1".parse::<Device>().is_err());
+    }
+
+    #[test]
+    fn opening_never_panics() {
+        assert!(Device::Cpu.open_gpu().unwrap().is_none());
+        // Without a GPU (CI) these fail with a reason; with one they may succeed.
+        let _ = Device::Auto.open_gpu();
+        if let Err(e) = Device::Cuda(999).open_gpu() {
+            assert!(!e.to_string().is_empty());
+        }
+        assert!(Device::Rocm(999).open_gpu().is_err());
     }
 }

@@ -196,6 +196,13 @@ fn min_value_size(ty: u32) -> u64 {
     }
 }
 
+/// A capacity for `n` claimed elements of `T` that never reserves more bytes than `budget`
+/// (the bytes left in the file): a lying count cannot make us allocate, only real content.
+fn capped<T>(n: u64, budget: u64) -> usize {
+    let per = std::mem::size_of::<T>().max(1) as u64;
+    n.min(budget / per) as usize
+}
+
 fn read_fixed<const N: usize, T>(
     c: &mut Cursor<'_>,
     n: usize,
@@ -266,14 +273,14 @@ fn read_array(c: &mut Cursor<'_>, what: &dyn Fn() -> String, depth: u32) -> Resu
         type_id::F64 => Array::F64(read_fixed(c, n, what, f64::from_le_bytes)?),
         type_id::BOOL => {
             let raw = c.take(len, what)?;
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(capped::<bool>(len, raw.len() as u64));
             for (i, &b) in raw.iter().enumerate() {
                 v.push(read_bool(b, &|| format!("{}[{i}]", what()))?);
             }
             Array::Bool(v)
         }
         type_id::STRING => {
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(capped::<String>(len, c.remaining()));
             for i in 0..n {
                 v.push(c.value_string(&|| format!("{}[{i}]", what()))?);
             }
@@ -281,7 +288,7 @@ fn read_array(c: &mut Cursor<'_>, what: &dyn Fn() -> String, depth: u32) -> Resu
         }
         _ => {
             // type_id::ARRAY (others were rejected above)
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(capped::<Array>(len, c.remaining()));
             for i in 0..n {
                 v.push(read_array(c, &|| format!("{}[{i}]", what()), depth + 1)?);
             }
@@ -360,8 +367,8 @@ impl GgufFile {
             )));
         }
 
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut index = HashMap::with_capacity(n_kv as usize);
+        let mut metadata = Vec::with_capacity(capped::<(String, Value)>(n_kv, c.remaining()));
+        let mut index = HashMap::with_capacity(capped::<(String, Value)>(n_kv, c.remaining()));
         for i in 0..n_kv {
             let key = c.strict_string(&|| format!("key of metadata kv {i}"))?;
             let ty = c.u32(&|| format!("value type of key '{key}'"))?;
@@ -393,8 +400,9 @@ impl GgufFile {
             rel: u64,
             n_bytes: u64,
         }
-        let mut raws = Vec::with_capacity(n_tensors as usize);
-        let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
+        let mut raws = Vec::with_capacity(capped::<TensorInfo>(n_tensors, c.remaining()));
+        let mut tensor_index =
+            HashMap::with_capacity(capped::<TensorInfo>(n_tensors, c.remaining()));
         for i in 0..n_tensors {
             let name = c.strict_string(&|| format!("name of tensor {i}"))?;
             let n_dims = c.u32(&|| format!("n_dims of tensor '{name}'"))?;
@@ -485,6 +493,22 @@ impl GgufFile {
                         file_size
                     )))
                 }
+            }
+        }
+        // Tensors must not share bytes (llama.cpp even requires them contiguous, in order).
+        let mut by_offset: Vec<&TensorInfo> = tensors.iter().filter(|t| t.n_bytes > 0).collect();
+        by_offset.sort_by_key(|t| t.offset);
+        for w in by_offset.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a.offset + a.n_bytes > b.offset {
+                return Err(bad(format!(
+                    "tensor '{}' data [{}, {}) overlaps tensor '{}' at {}",
+                    a.name,
+                    a.offset,
+                    a.offset + a.n_bytes,
+                    b.name,
+                    b.offset
+                )));
             }
         }
 

@@ -373,6 +373,18 @@ fn offset_past_end() {
 }
 
 #[test]
+fn overlapping_tensors() {
+    let mut r = Raw::header(3, 2, 0);
+    r.tensor("a", &[16], 0, 0).tensor("b", &[8], 0, 32).data(96);
+    expect_err(&r, "tensor 'a' data [");
+    expect_err(&r, "overlaps tensor 'b'");
+    // Out of order but disjoint is accepted.
+    let mut r = Raw::header(3, 2, 0);
+    r.tensor("a", &[8], 0, 32).tensor("b", &[8], 0, 0).data(64);
+    assert!(r.parse().is_ok());
+}
+
+#[test]
 fn misaligned_offset() {
     let mut r = Raw::header(3, 1, 0);
     r.tensor("w", &[4], 0, 4).data(64);
@@ -586,4 +598,17 @@ fn mutated_files_never_panic() {
         }
     }
     println!("{accepted} of 30000 mutants parsed");
+}
+
+#[test]
+fn reader_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<GgufFile>();
+    assert_send_sync::<TensorInfo>();
+    let f = std::sync::Arc::new(valid_raw().parse().unwrap());
+    let g = f.clone();
+    let n = std::thread::spawn(move || g.tensors().len())
+        .join()
+        .unwrap();
+    assert_eq!(n, 2);
 }

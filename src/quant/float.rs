@@ -146,3 +146,38 @@ pub(super) unsafe fn vec_dot_f16_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
     }
     sum
 }
+
+/// AVX2 BF16 x F32 (bf16 -> f32 is a 16-bit shift): two accumulators of 8, scalar tail.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `w` holds `n` bf16, `a` `n` f32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_bf16_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (wp, ap) = (w.as_ptr(), a.as_ptr().cast::<f32>());
+    macro_rules! ld {
+        ($i:expr) => {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(wp.add(2 * $i).cast()),
+            )))
+        };
+    }
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i + 16 <= n {
+        acc0 = _mm256_fmadd_ps(ld!(i), _mm256_loadu_ps(ap.add(i)), acc0);
+        acc1 = _mm256_fmadd_ps(ld!(i + 8), _mm256_loadu_ps(ap.add(i + 8)), acc1);
+        i += 16;
+    }
+    while i + 8 <= n {
+        acc0 = _mm256_fmadd_ps(ld!(i), _mm256_loadu_ps(ap.add(i)), acc0);
+        i += 8;
+    }
+    let mut sum = super::simd::hsum_ps(_mm256_add_ps(acc0, acc1));
+    while i < n {
+        sum += bf16_to_f32([*wp.add(2 * i), *wp.add(2 * i + 1)]) * ap.add(i).read_unaligned();
+        i += 1;
+    }
+    sum
+}

@@ -200,6 +200,11 @@ fn compute(kernel: DotFn, w: &[u8], act: &[u8], arb: usize, s: Shape, out: &mut 
         while t0 < s.n_tok {
             let t1 = (t0 + TOK_BLOCK).min(s.n_tok);
             for r in r0..r1 {
+                if t0 == 0 {
+                    // First pass over the tile: its rows come from memory (later token blocks
+                    // find them in cache).
+                    prefetch(w, (r + PREFETCH_ROWS) * s.wrb, s.wrb);
+                }
                 let wr = &w[r * s.wrb..(r + 1) * s.wrb];
                 match dot4 {
                     Some(dot4) if t1 - t0 == TOK_BLOCK => {

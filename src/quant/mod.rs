@@ -1,8 +1,19 @@
-//! Quantized tensor formats, laid out exactly as GGUF files store them.
+//! Quantized tensor formats, laid out exactly as GGUF files store them, and the CPU's
+//! quantized matrix product.
 //!
 //! One file per block family: each holds the `#[repr(C)]` block with a size assert,
-//! dequantization, the dot product against the activation-side quantization the format uses,
-//! and (where supported) quantization.
+//! dequantization, quantization (ggml's `quantize_row_*_ref`), the scalar dot product against
+//! the activation-side format (`vec_dot_ref`) and, on x86_64, its AVX2 kernel beside it.
+//!
+//! Public entry points:
+//! - [`dequantize_row`] / [`quantize_row`]: one row, lengths checked.
+//! - [`vec_dot_type`]: what activations are quantized to for a weight type (as ggml).
+//! - [`vec_dot`] / [`vec_dot_ref`]: one weight row with one quantized activation row.
+//! - [`matmul`]: `out[t, r] = W[r] . x[t]` for f32 activations; the CPU backend's linear layer.
+//!
+//! Kernels chosen at run time: AVX2+FMA+F16C for F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+//! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (Q8_1 and Q8_K weights: scalar)
+//! (4-token prefill kernels for Q4_0, Q5_0, Q8_0, Q4_K, Q6_K); scalar elsewhere.
 
 use crate::{Error, Result};
 

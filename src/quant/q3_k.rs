@@ -62,3 +62,52 @@ pub(super) fn vec_dot_ref(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
     }
     s
 }
+
+/// AVX2 Q3_K x Q8_K: q = low2 - 4 * !hbit taken as maddubs(low2, a) - maddubs(4 * !hbit, a),
+/// signed 6-bit scales per 16 with madd.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds `n / 256` Q3_K blocks, `a` as many Q8_K.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
+    use super::simd::{hsum_ps, ld256, ld_f16};
+    use std::arch::x86_64::*;
+    let wb: &[BlockQ3K] = super::as_blocks(w);
+    let nb = n / QK_K;
+    let ap = a.as_ptr();
+    let m3 = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = _mm256_setzero_ps();
+    for (i, x) in wb.iter().enumerate().take(nb) {
+        let bw = x as *const BlockQ3K as *const u8;
+        let ba = ap.add(i * 292);
+        let d = ba.cast::<f32>().read_unaligned() * ld_f16(bw.add(108));
+        let sc = scales(x);
+        let hbits = ld256(bw);
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let q2bits = ld256(bw.add(32 + 32 * h));
+            for j in 0..4 {
+                let cnt = _mm_cvtsi32_si128(2 * j as i32);
+                let q2 = _mm256_and_si256(_mm256_srl_epi16(q2bits, cnt), m3);
+                let hb = _mm256_and_si256(
+                    _mm256_srl_epi16(hbits, _mm_cvtsi32_si128((4 * h + j) as i32)),
+                    one,
+                );
+                let hsub = _mm256_slli_epi16::<2>(_mm256_xor_si256(hb, one));
+                let q8 = ld256(ba.add(4 + 128 * h + 32 * j));
+                let p16 =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(q2, q8), _mm256_maddubs_epi16(hsub, q8));
+                let s = 8 * h + 2 * j;
+                let scale = _mm256_set_m128i(
+                    _mm_set1_epi16(sc[s + 1] as i16),
+                    _mm_set1_epi16(sc[s] as i16),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p16));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}

@@ -176,3 +176,30 @@ pub(super) unsafe fn vec_dot_q5_0_x4_avx2(w: &[u8], a: [&[u8]; 4], n: usize) -> 
         (ld_f16(bw), _mm256_or_si256(lo, hi))
     })
 }
+
+/// AVX2 Q5_1 x Q8_1: unsigned 5-bit quants times int8 with maddubs; the minimum enters as m * s.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available; `w` holds `n / 32` Q5_1 blocks, `a` as many Q8_1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q5_1_avx2(w: &[u8], a: &[u8], n: usize) -> f32 {
+    use super::simd::{bits_32, hsum_ps, ld128, ld256, ld_f16, nibbles_32};
+    use std::arch::x86_64::*;
+    let nb = n / 32;
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for i in 0..nb {
+        let (bw, ba) = (wp.add(i * 24), ap.add(i * 36));
+        let d = _mm256_set1_ps(ld_f16(bw) * ld_f16(ba));
+        summs += ld_f16(bw.add(2)) * ld_f16(ba.add(2));
+        let qh = bw.add(4).cast::<u32>().read_unaligned();
+        let hi = _mm256_and_si256(bits_32(qh), _mm256_set1_epi8(0x10));
+        let qx = _mm256_or_si256(nibbles_32(ld128(bw.add(8))), hi);
+        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qx, ld256(ba.add(4))), ones);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc) + summs
+}

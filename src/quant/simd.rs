@@ -30,9 +30,14 @@ macro_rules! avx2_dot {
 
 avx2_dot!(dot_f32, super::float::vec_dot_f32_avx2);
 avx2_dot!(dot_f16, super::float::vec_dot_f16_avx2);
+avx2_dot!(dot_bf16, super::float::vec_dot_bf16_avx2);
 avx2_dot!(dot_q4_0, super::q4::vec_dot_q4_0_avx2);
+avx2_dot!(dot_q4_1, super::q4::vec_dot_q4_1_avx2);
+avx2_dot!(dot_q5_1, super::q5::vec_dot_q5_1_avx2);
 avx2_dot!(dot_q5_0, super::q5::vec_dot_q5_0_avx2);
 avx2_dot!(dot_q8_0, super::q8::vec_dot_q8_0_avx2);
+avx2_dot!(dot_q2_k, super::q2_k::vec_dot_avx2);
+avx2_dot!(dot_q3_k, super::q3_k::vec_dot_avx2);
 avx2_dot!(dot_q4_k, super::q4_k::vec_dot_avx2);
 avx2_dot!(dot_q5_k, super::q5_k::vec_dot_avx2);
 avx2_dot!(dot_q6_k, super::q6_k::vec_dot_avx2);
@@ -45,9 +50,14 @@ pub(crate) fn kernel(ty: GgmlType) -> Option<DotFn> {
     Some(match ty {
         GgmlType::F32 => dot_f32,
         GgmlType::F16 => dot_f16,
+        GgmlType::BF16 => dot_bf16,
         GgmlType::Q4_0 => dot_q4_0,
+        GgmlType::Q4_1 => dot_q4_1,
+        GgmlType::Q5_1 => dot_q5_1,
         GgmlType::Q5_0 => dot_q5_0,
         GgmlType::Q8_0 => dot_q8_0,
+        GgmlType::Q2K => dot_q2_k,
+        GgmlType::Q3K => dot_q3_k,
         GgmlType::Q4K => dot_q4_k,
         GgmlType::Q5K => dot_q5_k,
         GgmlType::Q6K => dot_q6_k,
@@ -107,13 +117,28 @@ macro_rules! dot4_q8_0_family {
             let $bw = wp.add(i * $wbytes);
             let (dw, qx): (f32, __m256i) = $unpack;
             let ax = _mm256_sign_epi8(qx, qx);
-            for k in 0..4 {
-                let ba = ap[k].add(i * 34);
-                let sy = _mm256_sign_epi8(ld256(ba.add(2)), qx);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
-                let d = _mm256_set1_ps(dw * ld_f16(ba));
-                acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k]);
+            // The 4 activation scales converted together, times the weight scale.
+            let h0 = ap[0].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let h1 = ap[1].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let h2 = ap[2].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let h3 = ap[3].add(i * 34).cast::<u16>().read_unaligned() as u64;
+            let packed = h0 | (h1 << 16) | (h2 << 32) | (h3 << 48);
+            let dd = _mm_mul_ps(
+                _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64)),
+                _mm_set1_ps(dw),
+            );
+            macro_rules! token {
+                ($k:expr, $lane:expr) => {{
+                    let sy = _mm256_sign_epi8(ld256(ap[$k].add(i * 34 + 2)), qx);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+                    let d = _mm256_broadcastss_ps(_mm_permute_ps::<$lane>(dd));
+                    acc[$k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[$k]);
+                }};
             }
+            token!(0, 0);
+            token!(1, 1);
+            token!(2, 2);
+            token!(3, 3);
         }
         [
             hsum_ps(acc[0]),

@@ -16,6 +16,7 @@ mod from_gguf;
 mod fxhash;
 mod incremental;
 mod pretok;
+mod specials;
 mod spm;
 
 use std::collections::HashSet;
@@ -27,14 +28,14 @@ pub use incremental::IncrementalDecoder;
 use crate::{Error, Result};
 
 // Token attributes (llama.cpp's llama_token_attr bits).
-const ATTR_UNKNOWN: u32 = 1 << 0;
-const ATTR_UNUSED: u32 = 1 << 1;
-const ATTR_NORMAL: u32 = 1 << 2;
-const ATTR_CONTROL: u32 = 1 << 3;
-const ATTR_USER_DEFINED: u32 = 1 << 4;
-const ATTR_BYTE: u32 = 1 << 5;
-const ATTR_LSTRIP: u32 = 1 << 7;
-const ATTR_RSTRIP: u32 = 1 << 8;
+pub(crate) const ATTR_UNKNOWN: u32 = 1 << 0;
+pub(crate) const ATTR_UNUSED: u32 = 1 << 1;
+pub(crate) const ATTR_NORMAL: u32 = 1 << 2;
+pub(crate) const ATTR_CONTROL: u32 = 1 << 3;
+pub(crate) const ATTR_USER_DEFINED: u32 = 1 << 4;
+pub(crate) const ATTR_BYTE: u32 = 1 << 5;
+pub(crate) const ATTR_LSTRIP: u32 = 1 << 7;
+pub(crate) const ATTR_RSTRIP: u32 = 1 << 8;
 
 /// GGUF token types (`tokenizer.ggml.token_type`) to attributes.
 fn attr_from_type(t: i32) -> u32 {
@@ -84,7 +85,9 @@ pub struct Vocab {
     pub token_types: Option<Vec<i32>>,
     /// `tokenizer.ggml.merges` ("left right", best first).
     pub merges: Vec<String>,
-    /// Special token ids found in the metadata: (key from [`SPECIAL_ID_KEYS`], value).
+    /// Special token ids found in the metadata: (key from [`SPECIAL_ID_KEYS`], value). A negative
+    /// value or 4294967295 (-1 stored unsigned) means "not set"; any other value outside the
+    /// vocabulary is an error.
     pub special_ids: Vec<(String, i64)>,
     /// `tokenizer.ggml.add_bos_token`.
     pub add_bos: Option<bool>,
@@ -201,83 +204,37 @@ pub struct Tokenizer {
     add_space_prefix: bool,
 }
 
-const EOT_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "<｜end▁of▁sentence｜>",
-    "<end_of_utterance>",
-];
-const EOM_TEXTS: &[&str] = &["<|eom_id|>"];
-const FIM_PRE_TEXTS: &[&str] = &[
-    "<|fim_prefix|>",
-    "<fim-prefix>",
-    "<fim_prefix>",
-    "<｜fim▁begin｜>",
-    "<PRE>",
-    "▁<PRE>",
-    "<|code_prefix|>",
-    "<|prefix|>",
-];
-const FIM_SUF_TEXTS: &[&str] = &[
-    "<|fim_suffix|>",
-    "<fim-suffix>",
-    "<fim_suffix>",
-    "<｜fim▁hole｜>",
-    "<SUF>",
-    "▁<SUF>",
-    "<|code_suffix|>",
-    "<|suffix|>",
-];
-const FIM_MID_TEXTS: &[&str] = &[
-    "<|fim_middle|>",
-    "<fim-middle>",
-    "<fim_middle>",
-    "<｜fim▁end｜>",
-    "<MID>",
-    "▁<MID>",
-    "<|code_middle|>",
-    "<|middle|>",
-];
-const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] = &[
-    "<|fim_repo|>",
-    "<|repo_name|>",
-    "<fim-repo>",
-    "<REPO>",
-    "<reponame>",
-];
-const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
-const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<|return|>",
-    "<|call|>",
-    "<|flush|>",
-    "<|calls|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "</s>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "[EOS]",
-    "<|end_of_text|>",
-    "<end_of_utterance>",
-    "<eos>",
-    "<turn|>",
-    "<|tool_response>",
-    "<｜end▁of▁sentence｜>",
-    "[e~[",
-];
+/// Names empty tokens `[EMPTY_i]` as llama.cpp does and maps texts to ids; duplicates are errors.
+fn index_tokens(tokens: &mut [String]) -> Result<FxHashMap<String, u32>> {
+    let mut token_to_id = FxHashMap::with_capacity_and_hasher(tokens.len(), Default::default());
+    for (i, t) in tokens.iter_mut().enumerate() {
+        if t.is_empty() {
+            *t = format!("[EMPTY_{i}]");
+        }
+        if let Some(prev) = token_to_id.insert(t.clone(), i as u32) {
+            return Err(Error::Tokenizer(format!(
+                "duplicate token in tokenizer.ggml.tokens: '{t}' has ids {prev} and {i}"
+            )));
+        }
+    }
+    Ok(token_to_id)
+}
+
+/// The token of each byte: `<0xNN>`, else the one-character token.
+fn spm_byte_tokens(token_to_id: &FxHashMap<String, u32>) -> Box<[Option<u32>; 256]> {
+    let mut byte_tokens = Box::new([None; 256]);
+    for (b, slot) in byte_tokens.iter_mut().enumerate() {
+        let hex = format!("<0x{b:02X}>");
+        *slot = token_to_id.get(&hex).copied().or_else(|| {
+            let one = [b as u8];
+            std::str::from_utf8(&one)
+                .ok()
+                .and_then(|s| token_to_id.get(s))
+                .copied()
+        });
+    }
+    byte_tokens
+}
 
 impl Tokenizer {
     /// Builds a tokenizer from plain vocabulary data.
@@ -298,17 +255,7 @@ impl Tokenizer {
             }
         };
         let mut tokens = v.tokens;
-        let mut token_to_id = FxHashMap::with_capacity_and_hasher(n, Default::default());
-        for (i, t) in tokens.iter_mut().enumerate() {
-            if t.is_empty() {
-                *t = format!("[EMPTY_{i}]");
-            }
-            if let Some(prev) = token_to_id.insert(t.clone(), i as u32) {
-                return Err(Error::Tokenizer(format!(
-                    "duplicate token in tokenizer.ggml.tokens: '{t}' has ids {prev} and {i}"
-                )));
-            }
-        }
+        let token_to_id = index_tokens(&mut tokens)?;
         let scores = match v.scores {
             Some(s) if s.len() < n => {
                 return Err(Error::Tokenizer(format!(
@@ -333,17 +280,7 @@ impl Tokenizer {
         // Type defaults (llama.cpp), then the metadata.
         let (kind, mut bos, mut eos, mut unk, mut add_bos, mut add_space_prefix);
         if is_spm {
-            let mut byte_tokens = Box::new([None; 256]);
-            for b in 0..256usize {
-                let hex = format!("<0x{b:02X}>");
-                byte_tokens[b] = token_to_id.get(&hex).copied().or_else(|| {
-                    let one = [b as u8];
-                    std::str::from_utf8(&one)
-                        .ok()
-                        .and_then(|s| token_to_id.get(s))
-                        .copied()
-                });
-            }
+            let byte_tokens = spm_byte_tokens(&token_to_id);
             kind = Kind::Spm { byte_tokens };
             (bos, eos, unk) = (Some(1u32), Some(2u32), Some(0u32));
             add_bos = true;
@@ -380,8 +317,8 @@ impl Tokenizer {
         let (mut eot, mut eom, mut fim_pad, mut fim_rep, mut fim_sep) =
             (None, None, None, None, None);
         for (key, val) in &v.special_ids {
-            if *val < 0 {
-                continue; // -1: not set
+            if *val < 0 || *val == i64::from(u32::MAX) {
+                continue; // -1 (also stored as u32: 4294967295) means "not set"
             }
             if *val as u64 >= n as u64 {
                 return Err(Error::Tokenizer(format!(
@@ -426,95 +363,24 @@ impl Tokenizer {
             ));
         }
 
-        // Special tokens recognised by their text (lowest id wins where llama.cpp's pick is
-        // unordered); they all become control tokens.
-        let find = |texts: &[&str]| {
-            texts
-                .iter()
-                .filter_map(|t| token_to_id.get(*t).copied())
-                .min()
+        // Special tokens recognised by their text.
+        let mut ids = specials::TextIds {
+            eos,
+            eot,
+            eom,
+            fim_pad,
+            fim_rep,
+            fim_sep,
         };
-        let mut mark_control = |texts: &[&str]| {
-            for t in texts {
-                if let Some(&id) = token_to_id.get(*t) {
-                    attrs[id as usize] |= ATTR_CONTROL;
-                }
-            }
-        };
-        eot = eot.or_else(|| find(EOT_TEXTS));
-        eom = eom.or_else(|| find(EOM_TEXTS));
-        fim_pad = fim_pad.or_else(|| find(FIM_PAD_TEXTS));
-        fim_rep = fim_rep.or_else(|| find(FIM_REP_TEXTS));
-        fim_sep = fim_sep.or_else(|| find(FIM_SEP_TEXTS));
-        for list in [
-            EOT_TEXTS,
-            EOM_TEXTS,
-            FIM_PRE_TEXTS,
-            FIM_SUF_TEXTS,
-            FIM_MID_TEXTS,
-            FIM_PAD_TEXTS,
-            FIM_REP_TEXTS,
-            FIM_SEP_TEXTS,
-            EOG_TEXTS,
-        ] {
-            mark_control(list);
-        }
-        let mut eog: HashSet<u32> = [fim_pad, fim_rep, fim_sep, eos, eot, eom]
-            .into_iter()
-            .flatten()
-            .collect();
-        eog.extend(
-            EOG_TEXTS
-                .iter()
-                .filter_map(|t| token_to_id.get(*t).copied()),
-        );
-        for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(&id) = token_to_id.get(t) {
-                attrs[id as usize] = ATTR_USER_DEFINED;
-            }
-        }
-        let eog_has =
-            |eog: &HashSet<u32>, t: &str| token_to_id.get(t).is_some_and(|id| eog.contains(id));
-        if (eog_has(&eog, "<|return|>") && eog_has(&eog, "<|call|>"))
-            || (eog_has(&eog, "<|calls|>") && eog_has(&eog, "<|flush|>"))
-        {
-            if let Some(&id) = token_to_id.get("<|end|>") {
-                eog.remove(&id);
-                attrs[id as usize] = ATTR_USER_DEFINED;
-            }
-        }
-        if eog_has(&eog, "<|tool_response>") {
-            if let Some(&id) = token_to_id.get("</s>") {
-                eog.remove(&id);
-                attrs[id as usize] = ATTR_NORMAL;
-            }
-        }
+        let eog = specials::classify_by_text(&token_to_id, &mut attrs, &mut ids);
+        let eot = ids.eot;
 
         let mut specials: Vec<u32> = (0..n as u32)
             .filter(|&i| attrs[i as usize] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0)
             .collect();
         specials.sort_by_key(|&i| std::cmp::Reverse(tokens[i as usize].len()));
 
-        // Per-model attributes llama.cpp sets by name.
-        let name = v.name.as_deref().unwrap_or("").to_lowercase();
-        if name.contains("phi-3") || name.contains("phi3") {
-            for &id in &specials {
-                attrs[id as usize] |= ATTR_RSTRIP;
-            }
-            let mut set = |t: &str, on: bool| {
-                if let Some(&id) = token_to_id.get(t) {
-                    if on {
-                        attrs[id as usize] |= ATTR_RSTRIP;
-                    } else {
-                        attrs[id as usize] &= !ATTR_RSTRIP;
-                    }
-                }
-            };
-            set("</s>", true);
-            for t in ["<unk>", "<s>", "<|endoftext|>"] {
-                set(t, false);
-            }
-        }
+        specials::per_model_attrs(v.name.as_deref(), &specials, &mut attrs, &token_to_id);
 
         let mut trie_all = Trie::default();
         let mut trie_user = Trie::default();

@@ -121,6 +121,13 @@ fn special_id_outside_vocabulary_is_an_error() {
         e.contains("tokenizer.ggml.eos_token_id") && e.contains(&(n + 5).to_string()),
         "{e}"
     );
+    // -1, also as u32 (stories260K's padding id), means "not set".
+    let mut v = spm_vocab();
+    v.special_ids
+        .push(("tokenizer.ggml.padding_token_id".into(), u32::MAX as i64));
+    v.special_ids
+        .push(("tokenizer.ggml.seperator_token_id".into(), -1));
+    assert!(Tokenizer::from_vocab(v).is_ok());
 }
 
 #[test]

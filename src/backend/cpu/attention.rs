@@ -5,6 +5,7 @@
 //! `vec_dot_type` of F16 is F16), and the softmax weights are rounded to F16 for the V product.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::{slot_of, CpuKv, CpuTensor};
@@ -45,21 +46,44 @@ fn check(q: &CpuTensor, k: &CpuKv, v: &CpuKv, batch: &Batch, p: &AttnParams) -> 
     Ok(())
 }
 
-/// Dot product of f16 vectors converted to f32, accumulated in f32.
+/// Dot product in f32 (8 accumulators, so it vectorizes).
 #[inline]
-fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
         for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l].to_f32();
+            acc[l] += x[l] * y[l];
         }
     }
     let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i].to_f32();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
     }
     s
+}
+
+/// One sequence's keys and values for positions `lo..lo + n`, converted to f32 once per pass
+/// (`[n, n_kv_heads * head_dim]` each).
+struct SeqKv {
+    lo: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+fn gather(k: &CpuKv, v: &CpuKv, batch: &Batch, seq: usize, lo: usize, hi: usize) -> Result<SeqKv> {
+    let len = k.slot_len();
+    let n = hi - lo;
+    let mut kf = vec![0f32; n * len];
+    let mut vf = vec![0f32; n * len];
+    for j in lo..hi {
+        let slot = slot_of(batch, seq, j, k.n_blocks)?;
+        let r = (j - lo) * len;
+        k.data[slot * len..(slot + 1) * len].convert_to_f32_slice(&mut kf[r..r + len]);
+        v.data[slot * len..(slot + 1) * len].convert_to_f32_slice(&mut vf[r..r + len]);
+    }
+    Ok(SeqKv { lo, k: kf, v: vf })
 }
 
 /// `[n, n_heads * head_dim]` attention output.
@@ -74,20 +98,23 @@ pub fn attention(
     let hd = p.head_dim;
     let group = p.n_heads / p.n_kv_heads;
     let slot_len = p.n_kv_heads * hd;
-    // Slots of every key position each token's sequence can see, resolved once per token.
-    let mut slots_of_token: Vec<Vec<usize>> = Vec::with_capacity(batch.n_tokens());
+    let lo_of = |pos: usize| p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    // Per sequence in the batch: the key range its tokens see, gathered once.
+    let mut range: Vec<Option<(usize, usize)>> = vec![None; batch.seqs.len()];
     for t in 0..batch.n_tokens() {
-        let seq = batch.seq_of_token[t] as usize;
-        let pos = batch.positions[t] as usize;
-        let lo = match p.window {
-            Some(w) => (pos + 1).saturating_sub(w),
-            None => 0,
-        };
-        let mut s = Vec::with_capacity(pos + 1 - lo);
-        for j in lo..=pos {
-            s.push(slot_of(batch, seq, j, k.n_blocks)?);
-        }
-        slots_of_token.push(s);
+        let (s, pos) = (batch.seq_of_token[t] as usize, batch.positions[t] as usize);
+        let r = range
+            .get_mut(s)
+            .ok_or_else(|| Error::InvalidInput(format!("attention: sequence index {s}")))?;
+        let (lo, hi) = r.unwrap_or((lo_of(pos), pos + 1));
+        *r = Some((lo.min(lo_of(pos)), hi.max(pos + 1)));
+    }
+    let mut seqs: Vec<Option<SeqKv>> = Vec::with_capacity(range.len());
+    for (s, r) in range.iter().enumerate() {
+        seqs.push(match r {
+            Some((lo, hi)) => Some(gather(k, v, batch, s, *lo, *hi)?),
+            None => None,
+        });
     }
     let mut out = vec![0f32; q.rows * q.cols];
     out.par_chunks_mut(hd).enumerate().for_each_init(
@@ -95,15 +122,20 @@ pub fn attention(
         |(scores, qh), (u, o)| {
             let (t, h) = (u / p.n_heads, u % p.n_heads);
             let kvh = h / group;
+            let pos = batch.positions[t] as usize;
+            let Some(kv) = &seqs[batch.seq_of_token[t] as usize] else {
+                return;
+            };
+            // Q rounded to f16, as ggml converts it for the f16 K product.
             for (d, s) in qh.iter_mut().zip(&q.data[u * hd..(u + 1) * hd]) {
                 *d = f16::from_f32(*s).to_f32();
             }
-            let slots = &slots_of_token[t];
+            let (lo, hi) = (lo_of(pos) - kv.lo, pos + 1 - kv.lo);
             scores.clear();
             let mut max = f32::NEG_INFINITY;
-            for &s in slots {
-                let off = s * slot_len + kvh * hd;
-                let mut x = dot_f16(qh, &k.data[off..off + hd]) * p.scale;
+            for j in lo..hi {
+                let off = j * slot_len + kvh * hd;
+                let mut x = dot(qh, &kv.k[off..off + hd]) * p.scale;
                 if let Some(cap) = p.softcap {
                     x = (x / cap).tanh() * cap;
                 }
@@ -117,11 +149,12 @@ pub fn attention(
             }
             let inv = (1.0 / sum) as f32;
             o.iter_mut().for_each(|x| *x = 0.0);
-            for (&s, &w) in slots.iter().zip(scores.iter()) {
+            for (j, &w) in (lo..hi).zip(scores.iter()) {
+                // softmax weights rounded to f16, as ggml converts them for the f16 V product
                 let w = f16::from_f32(w * inv).to_f32();
-                let off = s * slot_len + kvh * hd;
-                for (x, vv) in o.iter_mut().zip(&v.data[off..off + hd]) {
-                    *x += w * vv.to_f32();
+                let off = j * slot_len + kvh * hd;
+                for (x, vv) in o.iter_mut().zip(&kv.v[off..off + hd]) {
+                    *x += w * vv;
                 }
             }
         },

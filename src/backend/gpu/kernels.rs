@@ -71,6 +71,7 @@ kernel_file!(
     [
         ATTENTION_F16KV = "attention_f16kv",
         KV_WRITE_F16 = "kv_write_f16",
+        KV_STORE_F16 = "kv_store_f16",
         WEIGHTED_V_F16KV = "weighted_v_f16kv",
     ]
 );
@@ -84,6 +85,17 @@ kernel_file!(
     ]
 );
 kernel_file!(MATMUL, "matmul", [F32_TO_F16 = "f32_to_f16"]);
+kernel_file!(
+    ELEMENTWISE,
+    "elementwise",
+    [
+        ADD_F32 = "add_f32",
+        ADD_BIAS_F32 = "add_bias_f32",
+        SCALE_F32 = "scale_f32",
+        SOFTCAP_F32 = "softcap_f32",
+        GET_ROWS_F32 = "get_rows_f32",
+    ]
+);
 kernel_file!(
     EMBEDDING,
     "embedding",
@@ -142,7 +154,16 @@ pub const GPU_TYPES: [GgmlType; 13] = [
 
 /// Every kernel file, for CI compilation checks.
 pub const ALL: &[KernelSource] = &[
-    GLU, RMS_NORM, ROPE, SOFTMAX, ARGMAX, ATTENTION, MATVEC, MATMUL, EMBEDDING,
+    GLU,
+    RMS_NORM,
+    ROPE,
+    SOFTMAX,
+    ARGMAX,
+    ATTENTION,
+    MATVEC,
+    MATMUL,
+    EMBEDDING,
+    ELEMENTWISE,
 ];
 
 #[cfg(test)]

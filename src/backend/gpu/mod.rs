@@ -10,6 +10,7 @@
 //! Kernels live in `kernels/*.cu`, embedded with `include_str!` ([`kernels`]), compiled at first
 //! use by NVRTC or hiprtc for the device's architecture and cached on disk ([`cache`]).
 
+pub mod backend;
 pub mod cache;
 pub mod cuda;
 pub mod hip;
@@ -220,6 +221,27 @@ pub fn open_auto() -> (Option<GpuDevice>, Vec<Rejected>) {
 pub(crate) struct Inner {
     pub(crate) driver: Box<dyn Driver>,
     modules: Mutex<HashMap<&'static str, Arc<Module>>>,
+    /// Freed scratch allocations by rounded byte size, reused by `alloc_pooled` (one stream
+    /// orders every use, so a buffer freed while kernels still read it is safe to hand out).
+    pool: Mutex<HashMap<usize, Vec<u64>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(pool) = self.pool.get_mut() {
+            for ptrs in pool.values() {
+                for &p in ptrs {
+                    // SAFETY: pooled pointers came from alloc and are owned by the pool alone.
+                    unsafe { self.driver.free(p) }
+                }
+            }
+        }
+    }
+}
+
+/// Pool bucket of a byte size.
+fn pool_bucket(bytes: usize) -> usize {
+    bytes.div_ceil(512) * 512
 }
 
 /// A compiled kernel module loaded on one device.
@@ -287,6 +309,8 @@ unsafe impl GpuElem for half::bf16 {}
 pub struct GpuBuffer<T: GpuElem> {
     ptr: u64,
     len: usize,
+    /// Returned to the device's pool on drop instead of freed.
+    pooled: bool,
     dev: Arc<Inner>,
     _t: PhantomData<T>,
 }
@@ -320,12 +344,32 @@ impl<T: GpuElem> GpuBuffer<T> {
     }
 }
 
+impl<T: GpuElem> std::fmt::Debug for GpuBuffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GpuBuffer<{}>({} at {:#x})",
+            std::any::type_name::<T>(),
+            self.len,
+            self.ptr
+        )
+    }
+}
+
 impl<T: GpuElem> Drop for GpuBuffer<T> {
     fn drop(&mut self) {
-        if self.ptr != 0 {
-            // SAFETY: allocated by this driver in `alloc`, freed only here.
-            unsafe { self.dev.driver.free(self.ptr) }
+        if self.ptr == 0 {
+            return;
         }
+        if self.pooled {
+            if let Ok(mut pool) = self.dev.pool.lock() {
+                let b = pool_bucket(self.bytes());
+                pool.entry(b).or_default().push(self.ptr);
+                return;
+            }
+        }
+        // SAFETY: allocated by this driver in `alloc`, freed only here.
+        unsafe { self.dev.driver.free(self.ptr) }
     }
 }
 
@@ -361,6 +405,7 @@ impl GpuDevice {
             inner: Arc::new(Inner {
                 driver,
                 modules: Mutex::new(HashMap::new()),
+                pool: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -407,9 +452,53 @@ impl GpuDevice {
         Ok(GpuBuffer {
             ptr,
             len,
+            pooled: false,
             dev: self.inner.clone(),
             _t: PhantomData,
         })
+    }
+
+    /// Allocates `len` elements of scratch (contents undefined) from the device's pool of freed
+    /// scratch buffers, falling back to a fresh allocation; on drop it goes back to the pool.
+    /// For activations, which a forward pass allocates and frees in the same sizes every step.
+    pub fn alloc_pooled<T: GpuElem>(&self, len: usize) -> Result<GpuBuffer<T>> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| Error::Gpu(format!("allocation of {len} elements overflows")))?;
+        if bytes == 0 {
+            return self.alloc(0);
+        }
+        let b = pool_bucket(bytes);
+        let reused = self
+            .inner
+            .pool
+            .lock()
+            .map_err(|_| Error::Gpu("allocation pool poisoned".into()))?
+            .get_mut(&b)
+            .and_then(|v| v.pop());
+        let ptr = match reused {
+            Some(p) => p,
+            None => self.inner.driver.alloc(b)?,
+        };
+        Ok(GpuBuffer {
+            ptr,
+            len,
+            pooled: true,
+            dev: self.inner.clone(),
+            _t: PhantomData,
+        })
+    }
+
+    /// Frees every pooled scratch buffer not in use.
+    pub fn trim_pool(&self) {
+        if let Ok(mut pool) = self.inner.pool.lock() {
+            for (_, ptrs) in pool.drain() {
+                for p in ptrs {
+                    // SAFETY: pooled pointers are owned by the pool alone.
+                    unsafe { self.inner.driver.free(p) }
+                }
+            }
+        }
     }
 
     /// Allocates and fills with `data`.

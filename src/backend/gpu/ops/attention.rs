@@ -6,7 +6,9 @@
 //! 16 = [`crate::model::BLOCK_SIZE`] token slots per block.
 
 use super::{check_len, dim};
-use crate::backend::gpu::kernels::{ATTENTION, ATTENTION_F16KV, KV_WRITE_F16, WEIGHTED_V_F16KV};
+use crate::backend::gpu::kernels::{
+    ATTENTION, ATTENTION_F16KV, KV_STORE_F16, KV_WRITE_F16, WEIGHTED_V_F16KV,
+};
 use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
 use crate::model::BLOCK_SIZE;
 use crate::{Error, Result};
@@ -137,6 +139,51 @@ pub fn kv_write(
         shared_mem: 0,
     };
     // SAFETY: buffer extents checked; block ids come from the KV manager.
+    unsafe { dev.launch_params(&kern, lc, &p) }
+}
+
+/// Stores one tensor (`[tokens, n_kv_heads, head_dim]` f32) into one cache (`cache`, laid out
+/// as [`PagedKv`]'s), as f16: [`kv_write`] for K or V alone.
+pub fn kv_store(
+    dev: &GpuDevice,
+    cache: &GpuBuffer<half::f16>,
+    kv_shape: (usize, usize, usize),
+    idx: &KvIndex,
+    x: &GpuBuffer<f32>,
+) -> Result<()> {
+    let (num_blocks, n_kv_heads, head_dim) = kv_shape;
+    let kv = PagedKv {
+        k: cache,
+        v: cache,
+        num_blocks,
+        n_kv_heads,
+        head_dim,
+    };
+    check_kv(&kv, idx)?;
+    let n = idx.tokens * n_kv_heads * head_dim;
+    check_len("kv_store x", x, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let kern = dev.kernel(&ATTENTION, KV_STORE_F16)?;
+    let p = KvWriteParams {
+        k: x.ptr(),
+        v: 0,
+        k_cache: cache.ptr(),
+        v_cache: 0,
+        block_tables: idx.block_tables.ptr(),
+        seq_of_token: idx.seq_of_token.ptr(),
+        positions: idx.positions.ptr(),
+        n_kv_heads: dim("n_kv_heads", n_kv_heads)?,
+        head_dim: dim("head_dim", head_dim)?,
+        max_blocks: dim("max_blocks", idx.max_blocks)?,
+    };
+    let lc = LaunchConfig {
+        grid: (dim("tokens", idx.tokens)?, n_kv_heads as u32, 1),
+        block: (128, 1, 1),
+        shared_mem: 0,
+    };
+    // SAFETY: extents checked; block ids come from the KV manager.
     unsafe { dev.launch_params(&kern, lc, &p) }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod argmax;
 pub mod attention;
+pub mod elementwise;
 pub mod embedding;
 pub mod glu;
 pub mod matmul;
