@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 fn shared_dir() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    ["../shared", "../../shared"]
-        .iter()
-        .map(|p| root.join(p))
+    let from_env = std::env::var_os("ROCMFORGE_SHARED").map(PathBuf::from);
+    from_env
+        .into_iter()
+        .chain(["../shared", "../../shared"].iter().map(|p| root.join(p)))
         .find(|p| p.join("models/stories260K.gguf").is_file())
 }
 
@@ -64,6 +65,7 @@ impl Server {
                 "cpu",
             ])
             .args(extra)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -87,6 +87,15 @@ impl EngineHandle {
         Ok((id, rx))
     }
 
+    /// Whether the engine thread is still running (false after a panic or shutdown).
+    pub fn is_alive(&self) -> bool {
+        self.thread
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|t| !t.is_finished()))
+            .unwrap_or(false)
+    }
+
     /// Shared metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -1,6 +1,8 @@
 //! The real tokenizer and model behind the engine's and server's traits.
 
-use crate::engine::{TextDecoder, Vocab};
+use crate::backend::Backend;
+use crate::engine::{StepModel, TextDecoder, Vocab};
+use crate::model::{Batch, KvCache, Model};
 use crate::tokenizer::{EncodeOptions, IncrementalDecoder, Tokenizer};
 use crate::Result;
 use std::sync::Arc;
@@ -68,5 +70,35 @@ impl ServeTokenizer for GgufTokenizer {
             .and_then(|b| self.0.token_text(b))
             .unwrap_or("")
             .to_string()
+    }
+}
+
+/// A loaded model with its paged KV cache, steppable by the engine.
+pub struct LoadedModel<B: Backend> {
+    model: Model<B>,
+    kv: KvCache<B>,
+    n_ctx: usize,
+}
+
+impl<B: Backend> LoadedModel<B> {
+    /// Allocates a KV cache of `n_blocks` blocks for `model`.
+    pub fn new(model: Model<B>, n_blocks: usize, n_ctx: usize) -> Result<Self> {
+        let kv = model.new_kv_cache(n_blocks)?;
+        Ok(LoadedModel { model, kv, n_ctx })
+    }
+}
+
+impl<B: Backend> StepModel for LoadedModel<B> {
+    fn forward(&mut self, batch: &Batch) -> Result<Vec<f32>> {
+        self.model.forward(batch, &mut self.kv)
+    }
+    fn n_vocab(&self) -> usize {
+        self.model.config().n_vocab
+    }
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+    fn n_kv_blocks(&self) -> usize {
+        self.kv.n_blocks
     }
 }

@@ -432,7 +432,13 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
 
 /// `GET /health`: 200 when ready, 503 while loading or shutting down.
 pub async fn health(State(st): State<Arc<AppState>>) -> Response {
-    if st.accepting() {
+    if !st.engine.is_alive() && st.ready.load(Ordering::Acquire) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "engine stopped"})),
+        )
+            .into_response()
+    } else if st.accepting() {
         (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
     } else if !st.ready.load(Ordering::Acquire) {
         (

@@ -36,6 +36,10 @@ struct TestServer {
 }
 
 fn start(max_seqs: usize, queue: usize) -> TestServer {
+    start_with(max_seqs, queue, true)
+}
+
+fn start_with(max_seqs: usize, queue: usize, ready: bool) -> TestServer {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -66,7 +70,7 @@ fn start(max_seqs: usize, queue: usize) -> TestServer {
         metrics,
         model_name: "toy".into(),
         n_ctx: 256,
-        ready: AtomicBool::new(true),
+        ready: AtomicBool::new(ready),
         draining: AtomicBool::new(false),
         created: 0,
     });
@@ -234,4 +238,27 @@ fn disconnected_stream_is_cancelled() {
         assert!(t0.elapsed() < Duration::from_secs(5), "{m}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn loading_server_answers_503_with_retry_after() {
+    let s = start_with(2, 8, false);
+    let (st, body) = http(s.port, "GET", "/health", "");
+    assert_eq!((st, json(&body)["status"].as_str()), (503, Some("loading")));
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let body = r#"{"prompt": "hello"}"#;
+    write!(
+        c,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("retry-after: 1"), "{out}");
+    // /tokenize needs only the tokenizer.
+    let (st, body) = http(s.port, "POST", "/tokenize", r#"{"content": "ab"}"#);
+    assert_eq!(st, 200);
+    assert_eq!(json(&body)["tokens"].as_array().map(Vec::len), Some(2));
 }

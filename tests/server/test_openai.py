@@ -347,6 +347,24 @@ def test_greedy_same_alone_and_concurrent(concurrency):
     assert idle, m
 
 
+def test_prefix_cache_hit_gives_the_same_output():
+    prompt = ("Once upon a time, there was a little girl named Lily. She loved to play outside "
+              "in the park with her friends. One day, she saw a big red ball under a tree and")
+    assert len(tokenize(prompt)) > 40  # at least two full blocks to share
+    before = metrics()["rocmforge_prefix_cache_hits_total"]
+    first = greedy(prompt, 24)
+    mid = metrics()["rocmforge_prefix_cache_hits_total"]
+    second = greedy(prompt, 24)
+    after = metrics()["rocmforge_prefix_cache_hits_total"]
+    assert after >= mid + 2, (before, mid, after)
+    assert first == second
+    # The same prefix with another ending shares the cached blocks; concurrent copies agree.
+    other = prompt + " a dog"
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda _: greedy(other, 24), range(4)))
+    assert len(set(outs)) == 1
+
+
 # ---------------------------------------------------------------- queue full, cancellation
 
 @pytest.mark.skipif(not SMALL_URL, reason="needs the --parallel 1 --queue-size 1 server")
