@@ -158,4 +158,16 @@ pub trait Backend: Send + Sync + Sized {
     fn argmax(&self, x: &Self::Tensor) -> Result<Vec<u32>>;
     /// The rows `rows` of `x`, in that order.
     fn get_rows(&self, x: &Self::Tensor, rows: &[u32]) -> Result<Self::Tensor>;
+
+    // ---- device access (GPU sampler) ----
+
+    /// The GPU device this backend runs on; `None` for a host backend.
+    fn gpu_device(&self) -> Option<&gpu::GpuDevice> {
+        None
+    }
+    /// A tensor's device buffer (row-major, row stride = cols) on a GPU backend, so that the GPU
+    /// sampler reads the logits in place; `None` for a host backend.
+    fn gpu_buffer<'a>(&'a self, _t: &'a Self::Tensor) -> Option<&'a gpu::GpuBuffer<f32>> {
+        None
+    }
 }

@@ -1,8 +1,10 @@
 //! `rocmforge_cli bench`: llama-bench-style speed rows.
 //!
 //! `ppN`: one batch of N tokens from an empty cache; `tgN`: N tokens decoded one at a time
-//! from an empty cache. Tokens are random (speed does not depend on them). Each test runs once
-//! as a warm-up, then `-r` times; rows report the mean and standard deviation of tokens/s.
+//! from an empty cache, each one sampled (default sampling parameters: temperature 0.8, top-k 40,
+//! top-p 0.95, min-p 0.05) with `--sampler` and fed back, so tg includes sampling. Prompt tokens
+//! are random (speed does not depend on them). Each test runs once as a warm-up, then `-r` times;
+//! rows report the mean and standard deviation of tokens/s.
 
 use std::time::Instant;
 
@@ -12,6 +14,8 @@ use serde::Serialize;
 use crate::backend::Backend;
 use crate::cli::device::{self, Device};
 use crate::model::{Batch, Model, SeqSlot, BLOCK_SIZE};
+use crate::sampler::select::TokenSampler;
+use crate::sampler::{SampleRow, SamplerChoice, SamplingParams};
 use crate::{Error, Result};
 
 /// Output format of `bench`.
@@ -42,6 +46,9 @@ pub struct BenchArgs {
     /// CPU threads (default: all cores).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
+    /// Where tg samples each token (default sampling parameters): auto, gpu or cpu.
+    #[arg(long, default_value = "auto")]
+    pub sampler: SamplerChoice,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
     pub output: Format,
@@ -55,6 +62,8 @@ pub struct Row {
     pub params: u64,
     pub backend: String,
     pub threads: usize,
+    /// Where tokens were sampled ("gpu" or "cpu").
+    pub sampler: String,
     pub test: String,
     pub n_prompt: usize,
     pub n_gen: usize,
@@ -98,15 +107,22 @@ fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-/// Seconds to process `n_prompt` tokens as one batch and then `n_gen` tokens one at a time.
-pub fn time_run<B: Backend>(model: &Model<B>, n_prompt: usize, n_gen: usize) -> Result<f64> {
+/// Seconds to process `n_prompt` tokens as one batch and then `n_gen` tokens one at a time, each
+/// sampled from the last logits with `sampler` (default parameters) and fed back.
+pub fn time_run<B: Backend>(
+    model: &Model<B>,
+    sampler: &mut TokenSampler,
+    n_prompt: usize,
+    n_gen: usize,
+) -> Result<f64> {
     let n_ctx = n_prompt + n_gen;
     let n_blocks = n_ctx.div_ceil(BLOCK_SIZE).max(1);
     let mut kv = model.new_kv_cache(n_blocks)?;
     let table: Vec<u32> = (0..n_blocks as u32).collect();
-    let toks = tokens(n_ctx, model.config().n_vocab);
+    let mut toks = tokens(n_ctx.max(1), model.config().n_vocab);
+    let params = SamplingParams::default();
     let t0 = Instant::now();
-    let mut step = |start: usize, n: usize| -> Result<()> {
+    let mut step = |toks: &[u32], start: usize, n: usize| -> Result<u32> {
         let positions: Vec<u32> = (start as u32..(start + n) as u32).collect();
         let seq_of = vec![0u32; n];
         let seqs = [SeqSlot {
@@ -120,13 +136,23 @@ pub fn time_run<B: Backend>(model: &Model<B>, n_prompt: usize, n_gen: usize) -> 
             seqs: &seqs,
             logits_for: &[n as u32 - 1],
         };
-        model.forward(&batch, &mut kv).map(|_| ())
+        let logits = model.forward_device(&batch, &mut kv)?;
+        let row = SampleRow {
+            params: &params,
+            recent: &toks[start.saturating_sub(params.penalty_last_n)..start + n],
+            seq_id: 0,
+            step: start as u64,
+        };
+        Ok(sampler.sample(model.backend(), &logits, &[row])?[0])
     };
     if n_prompt > 0 {
-        step(0, n_prompt)?;
+        step(&toks, 0, n_prompt)?;
     }
     for i in 0..n_gen {
-        step(n_prompt + i, 1)?;
+        let next = step(&toks, n_prompt + i, 1)?;
+        if let Some(t) = toks.get_mut(n_prompt + i + 1) {
+            *t = next;
+        }
     }
     Ok(t0.elapsed().as_secs_f64())
 }
@@ -145,6 +171,7 @@ fn mean_sd(x: &[f64]) -> (f64, f64) {
 /// Runs the pp and tg tests on `model`.
 pub fn bench<B: Backend>(
     model: &Model<B>,
+    sampler: &mut TokenSampler,
     n_prompt: usize,
     n_gen: usize,
     reps: usize,
@@ -168,10 +195,10 @@ pub fn bench<B: Backend>(
         if np + ng == 0 {
             continue;
         }
-        time_run(model, np, ng)?; // warm-up
+        time_run(model, sampler, np, ng)?; // warm-up
         let mut samples = Vec::with_capacity(reps);
         for _ in 0..reps {
-            let s = time_run(model, np, ng)?;
+            let s = time_run(model, sampler, np, ng)?;
             samples.push((np + ng) as f64 / s);
         }
         let (avg, sd) = mean_sd(&samples);
@@ -181,6 +208,7 @@ pub fn bench<B: Backend>(
             params,
             backend: model.backend().name(),
             threads: model.backend().threads(),
+            sampler: sampler.name().to_string(),
             test: if np > 0 {
                 format!("pp{np}")
             } else {
@@ -199,17 +227,18 @@ pub fn bench<B: Backend>(
 /// Rows as llama-bench's markdown table.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| model | size | params | backend | threads | test | t/s |\n\
-         | --- | ---: | ---: | --- | ---: | ---: | ---: |\n",
+        "| model | size | params | backend | threads | sampler | test | t/s |\n\
+         | --- | ---: | ---: | --- | ---: | --- | ---: | ---: |\n",
     );
     for r in rows {
         s += &format!(
-            "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {:.2} ± {:.2} |\n",
+            "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {} | {:.2} ± {:.2} |\n",
             r.model,
             r.size as f64 / (1024.0 * 1024.0),
             r.params as f64 / 1e6,
             r.backend,
             r.threads,
+            r.sampler,
             r.test,
             r.avg_ts,
             r.stddev_ts
@@ -222,13 +251,19 @@ struct Task {
     n_prompt: usize,
     n_gen: usize,
     reps: usize,
+    sampler: SamplerChoice,
     output: Format,
 }
 
 impl device::ModelTask for Task {
     type Output = ();
     fn run<B: Backend>(self, model: Model<B>, _load_s: f64) -> Result<()> {
-        let rows = bench(&model, self.n_prompt, self.n_gen, self.reps)?;
+        let mut sampler = TokenSampler::new(model.backend(), self.sampler)?;
+        eprintln!(
+            "bench: sampling every token on the {} (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05)",
+            sampler.name().to_uppercase()
+        );
+        let rows = bench(&model, &mut sampler, self.n_prompt, self.n_gen, self.reps)?;
         match self.output {
             Format::Md => print!("{}", markdown(&rows)),
             Format::Json => println!(
@@ -247,6 +282,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         n_prompt: args.n_prompt,
         n_gen: args.n_gen,
         reps: args.reps,
+        sampler: args.sampler,
         output: args.output,
     };
     device::with_model(&args.gguf, args.device, args.threads, task)

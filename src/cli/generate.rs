@@ -13,7 +13,8 @@ use clap::Args;
 use crate::backend::Backend;
 use crate::cli::device::{self, Device};
 use crate::model::{Batch, Model, SeqSlot, BLOCK_SIZE};
-use crate::sampler::SamplingParams;
+use crate::sampler::select::TokenSampler;
+use crate::sampler::{SampleRow, SamplerChoice, SamplingParams};
 use crate::tokenizer::{EncodeOptions, IncrementalDecoder, Tokenizer};
 use crate::{Error, Result};
 
@@ -62,6 +63,9 @@ pub struct GenerateArgs {
     /// Where to run.
     #[arg(long, default_value = "auto")]
     pub device: Device,
+    /// Where to sample: auto (the GPU with a GPU device), gpu or cpu.
+    #[arg(long, default_value = "auto")]
+    pub sampler: SamplerChoice,
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -124,12 +128,14 @@ fn generate<B: Backend>(model: &Model<B>, a: &GenerateArgs, load_s: f64) -> Resu
             a.max_tokens
         )));
     }
+    let mut sampler = TokenSampler::new(model.backend(), a.sampler)?;
     eprintln!(
-        "load: {:.2} s ({} on {} threads); prompt: {} tokens",
+        "load: {:.2} s ({} on {} threads); prompt: {} tokens; sampler: {}",
         load_s,
         model.backend().name(),
         model.backend().threads(),
-        prompt.len()
+        prompt.len(),
+        sampler.name()
     );
     let n_blocks = n_ctx.div_ceil(BLOCK_SIZE).max(1);
     let mut kv = model.new_kv_cache(n_blocks)?;
@@ -147,7 +153,13 @@ fn generate<B: Backend>(model: &Model<B>, a: &GenerateArgs, load_s: f64) -> Resu
     let mut n_gen = 0usize;
     while n_gen < a.max_tokens {
         let start = history.len().saturating_sub(params.penalty_last_n);
-        let id = crate::sampler::cpu::sample(&params, &logits, &history[start..], 0, n_gen as u64)?;
+        let row = SampleRow {
+            params: &params,
+            recent: &history[start..],
+            seq_id: 0,
+            step: n_gen as u64,
+        };
+        let id = sampler.sample(model.backend(), &logits, &[row])?[0];
         n_gen += 1;
         if tok.is_eog(id) {
             break;
@@ -181,14 +193,15 @@ fn generate<B: Backend>(model: &Model<B>, a: &GenerateArgs, load_s: f64) -> Resu
     Ok(())
 }
 
-/// Runs `tokens` at positions `start..` of the one sequence; returns the last token's logits.
+/// Runs `tokens` at positions `start..` of the one sequence; returns the last token's logits,
+/// left on the backend (`[1, n_vocab]`).
 fn step<B: Backend>(
     model: &Model<B>,
     kv: &mut crate::model::KvCache<B>,
     table: &[u32],
     tokens: &[u32],
     start: usize,
-) -> Result<Vec<f32>> {
+) -> Result<B::Tensor> {
     let n = tokens.len();
     let positions: Vec<u32> = (start as u32..(start + n) as u32).collect();
     let seq_of = vec![0u32; n];
@@ -203,5 +216,5 @@ fn step<B: Backend>(
         seqs: &seqs,
         logits_for: &[n as u32 - 1],
     };
-    model.forward(&batch, kv)
+    model.forward_device(&batch, kv)
 }

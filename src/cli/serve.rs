@@ -14,6 +14,7 @@ use crate::engine::sampling::CpuSampler;
 use crate::engine::{self, EngineConfig, Metrics};
 use crate::gguf::GgufFile;
 use crate::model::{Config, Model, BLOCK_SIZE};
+use crate::sampler::SamplerChoice;
 use crate::server::adapters::{GgufTokenizer, LoadedModel};
 use crate::server::{AppState, ChatTemplate, ServeTokenizer};
 use crate::tokenizer::Tokenizer;
@@ -55,6 +56,20 @@ pub struct ServeArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where to sample: auto, gpu or cpu. The engine's batch loop takes host logits, so serve
+    /// samples on the CPU for now; `gpu` is refused with the reason.
+    #[arg(long, default_value = "auto")]
+    pub sampler: SamplerChoice,
+}
+
+/// Checks `--sampler` against the backend (`gpu_backend`): the engine samples on the CPU.
+pub fn check_sampler(choice: SamplerChoice, gpu_backend: bool) -> Result<()> {
+    if choice.use_gpu(gpu_backend)? && choice == SamplerChoice::Gpu {
+        return Err(Error::InvalidInput(
+            "--sampler gpu: serve's engine samples host logits; the GPU sampler is wired into generate and bench only (use auto or cpu)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn positive(name: &str, v: usize) -> Result<()> {
@@ -72,6 +87,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(b) = args.kv_blocks {
         positive("kv-blocks", b)?;
     }
+    check_sampler(args.sampler, args.device != Device::Cpu)?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -143,6 +159,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             n_ctx,
         };
         let device = args.device;
+        let sampler = args.sampler;
         let load_file = file.clone();
         // Built on the engine thread, so a GPU context never crosses threads.
         let load = move || -> Result<engine::core::ModelParts> {
@@ -150,6 +167,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 Device::Cpu => None,
                 _ => device.open_gpu()?,
             };
+            check_sampler(sampler, gpu.is_some())?;
+            tracing::info!("sampler: CPU (--sampler {sampler})");
             let model: Box<dyn engine::StepModel> = match gpu {
                 Some(dev) => {
                     tracing::info!("device: GPU");
@@ -243,5 +262,28 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_gpu_is_refused_with_a_reason() {
+        let cpu_err = check_sampler(SamplerChoice::Gpu, false).unwrap_err();
+        assert!(
+            cpu_err.to_string().contains("needs a GPU device"),
+            "{cpu_err}"
+        );
+        let gpu_err = check_sampler(SamplerChoice::Gpu, true).unwrap_err();
+        assert!(
+            gpu_err.to_string().contains("generate and bench"),
+            "{gpu_err}"
+        );
+        for gpu in [false, true] {
+            assert!(check_sampler(SamplerChoice::Auto, gpu).is_ok());
+            assert!(check_sampler(SamplerChoice::Cpu, gpu).is_ok());
+        }
     }
 }

@@ -58,7 +58,7 @@ impl<B: Backend> Gemma3<B> {
     }
 
     /// Logits `[batch.logits_for.len(), n_vocab]` (row-major) for `batch`.
-    pub fn forward(&self, be: &B, batch: &Batch, kv: &mut KvCache<B>) -> Result<Vec<f32>> {
+    pub fn forward(&self, be: &B, batch: &Batch, kv: &mut KvCache<B>) -> Result<B::Tensor> {
         let c = &self.config;
         let eps = c.rms_eps;
         let mut x = be.embedding(&self.tok_embd, batch.tokens)?; // [n, n_embd]
@@ -92,6 +92,6 @@ impl<B: Backend> Gemma3<B> {
         if let Some(cap) = c.final_softcap {
             be.softcap(&mut logits, cap)?;
         }
-        be.to_host(&logits)
+        Ok(logits)
     }
 }

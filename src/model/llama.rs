@@ -57,7 +57,7 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Logits `[batch.logits_for.len(), n_vocab]` (row-major) for `batch`.
-    pub fn forward(&self, be: &B, batch: &Batch, kv: &mut KvCache<B>) -> Result<Vec<f32>> {
+    pub fn forward(&self, be: &B, batch: &Batch, kv: &mut KvCache<B>) -> Result<B::Tensor> {
         let c = &self.config;
         let mut x = be.embedding(&self.tok_embd, batch.tokens)?; // [n, n_embd]
         for (il, layer) in self.layers.iter().enumerate() {
@@ -83,6 +83,6 @@ impl<B: Backend> Llama<B> {
         }
         let h = be.rms_norm(&x, &self.head.norm, c.rms_eps)?; // [n_out, n_embd]
         let logits = be.matmul(self.head.output.as_ref().unwrap_or(&self.tok_embd), &h)?; // [n_out, n_vocab]
-        be.to_host(&logits)
+        Ok(logits)
     }
 }

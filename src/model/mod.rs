@@ -86,6 +86,13 @@ impl<B: Backend> Model<B> {
     /// returns the logits of the tokens `batch.logits_for`: `[logits_for.len(), n_vocab]`,
     /// row-major.
     pub fn forward(&self, batch: &Batch, kv: &mut KvCache<B>) -> Result<Vec<f32>> {
+        let logits = self.forward_device(batch, kv)?;
+        self.be.to_host(&logits)
+    }
+
+    /// Like [`Model::forward`], but the logits stay where the backend computed them (device
+    /// memory on a GPU backend): `[logits_for.len(), n_vocab]`, for the GPU sampler.
+    pub fn forward_device(&self, batch: &Batch, kv: &mut KvCache<B>) -> Result<B::Tensor> {
         self.check(batch, kv)?;
         match &self.net {
             Net::Llama(m) => m.forward(&self.be, batch, kv),

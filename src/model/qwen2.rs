@@ -32,7 +32,7 @@ impl<B: Backend> Qwen2<B> {
     }
 
     /// Logits `[batch.logits_for.len(), n_vocab]` (row-major) for `batch`.
-    pub fn forward(&self, be: &B, batch: &Batch, kv: &mut KvCache<B>) -> Result<Vec<f32>> {
+    pub fn forward(&self, be: &B, batch: &Batch, kv: &mut KvCache<B>) -> Result<B::Tensor> {
         self.0.forward(be, batch, kv)
     }
 }

@@ -10,6 +10,7 @@
 pub mod cpu;
 pub mod gpu;
 pub mod philox;
+pub mod select;
 
 use std::fmt;
 use std::str::FromStr;

@@ -535,6 +535,14 @@ impl Backend for GpuBackend {
         softmax::softmax(&self.dev, &x.buf, &x.buf, x.rows, x.cols, 1.0)
     }
 
+    fn gpu_device(&self) -> Option<&GpuDevice> {
+        Some(&self.dev)
+    }
+
+    fn gpu_buffer<'a>(&'a self, t: &'a GpuTensor) -> Option<&'a GpuBuffer<f32>> {
+        Some(&t.buf)
+    }
+
     fn argmax(&self, x: &GpuTensor) -> Result<Vec<u32>> {
         let out = self.dev.alloc_pooled::<u32>(x.rows)?;
         argmax::argmax(&self.dev, &x.buf, &out, x.rows, x.cols)?;

@@ -164,6 +164,7 @@ pub const ALL: &[KernelSource] = &[
     MATMUL,
     EMBEDDING,
     ELEMENTWISE,
+    crate::sampler::gpu::SAMPLING,
 ];
 
 #[cfg(test)]
