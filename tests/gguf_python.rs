@@ -5,40 +5,16 @@
 //! Skips (prints `skipped: ...`) when python3 or the package is missing, unless CI is set.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use rocmforge::gguf::{Array, GgufFile, GgufWriter, Value};
 use rocmforge::quant::GgmlType;
 use serde_json::Value as Json;
 
-fn python_ok() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import gguf, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("python3 with the gguf package is required when CI is set");
-        }
-        println!("skipped: python3 with the gguf package is not available");
-    }
-    ok
-}
+mod py_common;
+use py_common::{python_ok, python_stdout};
 
 fn python(script: &str, args: &[&str]) -> Json {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("python prints JSON")
+    serde_json::from_str(&python_stdout(script, args)).expect("python prints JSON")
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -168,7 +144,7 @@ fn compare_with_python(path: &Path) {
 
 #[test]
 fn python_reads_our_writer() {
-    if !python_ok() {
+    if !python_ok("gguf, numpy") {
         return;
     }
     use rand::Rng;
@@ -219,7 +195,7 @@ fn python_reads_our_writer() {
 
 #[test]
 fn we_read_python_writer() {
-    if !python_ok() {
+    if !python_ok("gguf, numpy") {
         return;
     }
     let path = tmp("py.gguf");
@@ -268,7 +244,7 @@ print('{}')
 
 #[test]
 fn real_files_match_python() {
-    if !python_ok() {
+    if !python_ok("gguf, numpy") {
         return;
     }
     let shared = match std::env::var_os("ROCMFORGE_SHARED") {

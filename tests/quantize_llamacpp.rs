@@ -8,35 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn python_ok() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import gguf, numpy, llama_cpp"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("python3 with gguf and llama_cpp is required when CI is set");
-        }
-        println!("skipped: python3 with gguf and llama_cpp is not available");
-    }
-    ok
-}
-
-fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod py_common;
+use py_common::python_ok;
+use py_common::python_stdout as python;
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rocmforge-q-{}-{name}", std::process::id()))
@@ -147,7 +121,7 @@ fn compare_all(input: &Path, tag: &str, expect_types: &[(&str, &[&str])]) {
 
 #[test]
 fn stories260k_matches_llamacpp() {
-    if !python_ok() {
+    if !python_ok("gguf, numpy, llama_cpp") {
         return;
     }
     let shared = match std::env::var_os("ROCMFORGE_SHARED") {
@@ -165,7 +139,7 @@ fn stories260k_matches_llamacpp() {
 
 #[test]
 fn random_k_quant_model_matches_llamacpp() {
-    if !python_ok() {
+    if !python_ok("gguf, numpy, llama_cpp") {
         return;
     }
     use rand::Rng;
