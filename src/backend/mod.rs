@@ -74,7 +74,7 @@ pub enum GluKind {
 }
 
 /// The operations a model needs. Shapes are `[rows, cols]`; `n` below is the number of tokens.
-pub trait Backend: Send + Sync + Sized {
+pub trait Backend: Send + Sync + Sized + 'static {
     /// An f32 activation matrix on the device.
     type Tensor: Send;
     /// A weight matrix in its GGUF type on the device.

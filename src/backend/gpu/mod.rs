@@ -20,7 +20,7 @@ pub mod ops;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{Error, Result};
@@ -230,6 +230,10 @@ pub(crate) struct Inner {
     /// time on the one stream, and each writes its scratch before reading it.
     graph_pool: Arc<Pool>,
     capturing: AtomicBool,
+    /// Bytes of live plain allocations (weights, caches, staging).
+    own_bytes: AtomicU64,
+    /// Bytes allocated for the pools (in use or free).
+    pool_bytes: AtomicU64,
 }
 
 /// Freed device allocations by rounded byte size.
@@ -248,24 +252,19 @@ impl Pool {
             .and_then(|v| v.pop()))
     }
 
-    /// Bytes held (free) by the pool.
-    fn held(&self) -> usize {
-        self.free
-            .lock()
-            .map(|p| p.iter().map(|(b, v)| b * v.len()).sum())
-            .unwrap_or(0)
-    }
-
-    /// Frees every pointer held.
-    fn drain(&self, driver: &dyn Driver) {
+    /// Frees every pointer held; returns the bytes freed.
+    fn drain(&self, driver: &dyn Driver) -> usize {
+        let mut bytes = 0;
         if let Ok(mut pool) = self.free.lock() {
-            for (_, ptrs) in pool.drain() {
+            for (b, ptrs) in pool.drain() {
                 for p in ptrs {
                     // SAFETY: pooled pointers came from alloc and are owned by the pool alone.
                     unsafe { driver.free(p) }
+                    bytes += b;
                 }
             }
         }
+        bytes
     }
 }
 
@@ -440,6 +439,9 @@ impl<T: GpuElem> Drop for GpuBuffer<T> {
             }
             Home::Own => {}
         }
+        self.dev
+            .own_bytes
+            .fetch_sub(self.bytes() as u64, Ordering::Relaxed);
         // SAFETY: allocated by this driver in `alloc`, freed only here.
         unsafe { self.dev.driver.free(self.ptr) }
     }
@@ -480,6 +482,8 @@ impl GpuDevice {
                 pool: Arc::default(),
                 graph_pool: Arc::default(),
                 capturing: AtomicBool::new(false),
+                own_bytes: AtomicU64::new(0),
+                pool_bytes: AtomicU64::new(0),
             }),
         })
     }
@@ -521,7 +525,11 @@ impl GpuDevice {
         let ptr = if bytes == 0 {
             0
         } else {
-            self.inner.driver.alloc(bytes)?
+            let p = self.inner.driver.alloc(bytes)?;
+            self.inner
+                .own_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            p
         };
         Ok(GpuBuffer {
             ptr,
@@ -550,7 +558,11 @@ impl GpuDevice {
         };
         let ptr = match pool.take(b)? {
             Some(p) => p,
-            None => self.inner.driver.alloc(b)?,
+            None => {
+                let p = self.inner.driver.alloc(b)?;
+                self.inner.pool_bytes.fetch_add(b as u64, Ordering::Relaxed);
+                p
+            }
         };
         Ok(GpuBuffer {
             ptr,
@@ -578,12 +590,19 @@ impl GpuDevice {
 
     /// Frees every pooled scratch buffer not in use (the graphs' scratch stays).
     pub fn trim_pool(&self) {
-        self.inner.pool.drain(self.inner.driver.as_ref());
+        let freed = self.inner.pool.drain(self.inner.driver.as_ref());
+        self.inner
+            .pool_bytes
+            .fetch_sub(freed as u64, Ordering::Relaxed);
     }
 
-    /// Bytes of device memory held by the scratch pools: free scratch plus the graphs' scratch.
-    pub fn pooled_bytes(&self) -> usize {
-        self.inner.pool.held() + self.inner.graph_pool.held()
+    /// Device memory this device's allocations hold: `(plain, scratch)` bytes, plain being
+    /// weights, KV caches and staging, scratch the pools' activations (in use or free).
+    pub fn memory_use(&self) -> (u64, u64) {
+        (
+            self.inner.own_bytes.load(Ordering::Relaxed),
+            self.inner.pool_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Allocates and fills with `data`.
