@@ -901,6 +901,50 @@ fn attention_variants_match_cpu() {
     }
 }
 
+/// The tiled prefill kernel (from 8 query tokens per sequence on): head dims 64/80/128/256
+/// (80: partial float4 groups per lane), a non-multiple of 16 (72: the per-token kernel),
+/// tiles spanning several sequences of different lengths, GQA, window and soft-capping;
+/// tolerance 1e-4 relative, as for the per-token kernel.
+#[test]
+fn attention_tiled_prefill_match_cpu() {
+    let Some(dev) = gpu_util::device("attention_tiled_prefill_match_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("attention_tiled_prefill_match_cpu");
+    for (kv_lens, q, n_heads, n_kv, head_dim, causal, window, softcap) in [
+        (
+            vec![200usize],
+            200usize,
+            14usize,
+            2usize,
+            64usize,
+            true,
+            None,
+            None,
+        ),
+        (vec![50, 17, 130], 130, 6, 3, 80, true, None, None),
+        (vec![97], 60, 4, 4, 128, false, None, None),
+        (vec![300], 300, 8, 2, 256, true, Some(100u32), Some(30.0f32)),
+        (vec![64, 45], 40, 4, 1, 72, true, Some(20), None),
+        (vec![33, 1, 70], 70, 2, 1, 64, true, Some(7), None),
+    ] {
+        run_attention_case(
+            &dev,
+            &mut rng,
+            &AttnCase {
+                kv_lens,
+                q,
+                n_heads,
+                n_kv,
+                head_dim,
+                causal,
+                window,
+                softcap,
+            },
+        );
+    }
+}
+
 /// Shape errors come back as errors, not faults.
 #[test]
 fn ops_reject_bad_shapes() {

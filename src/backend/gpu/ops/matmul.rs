@@ -13,9 +13,12 @@ use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
 
-/// From this many tokens on, [`matmul`] uses cuBLAS where it can (measured on the H100, see
-/// docs/PERFORMANCE.md "Prompt processing (cuBLAS)").
-pub const BLAS_MIN_TOKENS: usize = 5;
+/// From this many tokens on, [`matmul`] uses cuBLAS where it can. Measured on the H100 (docs/
+/// PERFORMANCE.md, "Prompt processing (cuBLAS)"): the tiled kernel was never faster at 5..512
+/// tokens (it computes whole 64-token tiles: 23 ms per qwen2-0.5b Q8_0 forward pass at 5 tokens
+/// against 3.2 ms for cuBLAS), so cuBLAS from the first token; `GpuBackend` sends 1..4 tokens to
+/// `matvec` before this is reached.
+pub const BLAS_MIN_TOKENS: usize = 1;
 
 /// Bound of the f16 scratch that holds one chunk of dequantized weight rows (64 MiB): the
 /// 151936x896 and 32000x4096 output matrices are dequantized in 5 and 4 chunks.
