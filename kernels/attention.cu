@@ -111,6 +111,12 @@ RF_KERNEL void attention_f16kv(const AttentionParams p) {
 // Needs head_dim % 16 == 0 and head_dim <= 16 * NG.
 #define ATQ 16
 
+RF_DEVICE uint2 rf_u2zero() {
+    uint2 v;
+    v.x = 0; v.y = 0;
+    return v;
+}
+
 RF_DEVICE float4 rf_f4(float x, float y, float z, float w) {
     float4 v;
     v.x = x; v.y = y; v.z = z; v.w = w;
@@ -167,7 +173,10 @@ template <int NG> RF_DEVICE void attention_tiled(const AttentionParams& p) {
             const uint2* vb = (const uint2*)(p.v_cache + off);
             for (u32 i = threadIdx.x; i < KV_BLOCK * groups; i += blockDim.x) {
                 const u32 r = i / groups, c = i % groups;
-                const uint2 a = kb[i], b = vb[i];
+                // Slots past the sequence's keys hold anything (NaN too): zeros instead, so that
+                // a masked key's zero weight times its value stays zero.
+                uint2 a = rf_u2zero(), b = rf_u2zero();
+                if (j0 + r < hi) { a = kb[i]; b = vb[i]; }
                 ks[r][c] = rf_f4(rf_h2f((u16)(a.x & 0xffff)), rf_h2f((u16)(a.x >> 16)),
                                        rf_h2f((u16)(a.y & 0xffff)), rf_h2f((u16)(a.y >> 16)));
                 vs[r][c] = rf_f4(rf_h2f((u16)(b.x & 0xffff)), rf_h2f((u16)(b.x >> 16)),
