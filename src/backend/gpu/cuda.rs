@@ -330,13 +330,13 @@ impl Driver for CudaDriver {
 
     fn begin_capture(&self) -> Result<()> {
         self.current()?;
-        // SAFETY: stream alive. Thread-local mode: other threads' (other tests') calls are
-        // unaffected by this capture.
+        // SAFETY: stream alive. Relaxed mode: other threads' (other tests') calls are unaffected
+        // by this capture, and allocating scratch (cuMemAlloc) during the capture is allowed.
         check(
             unsafe {
                 sys::cuStreamBeginCapture_v2(
                     self.stream,
-                    sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+                    sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED,
                 )
             },
             "cuStreamBeginCapture",

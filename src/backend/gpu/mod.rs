@@ -20,6 +20,7 @@ pub mod ops;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{Error, Result};
@@ -230,21 +231,58 @@ pub fn open_auto() -> (Option<GpuDevice>, Vec<Rejected>) {
 pub(crate) struct Inner {
     pub(crate) driver: Box<dyn Driver>,
     modules: Mutex<HashMap<&'static str, Arc<Module>>>,
-    /// Freed scratch allocations by rounded byte size, reused by `alloc_pooled` (one stream
-    /// orders every use, so a buffer freed while kernels still read it is safe to hand out).
-    pool: Mutex<HashMap<usize, Vec<u64>>>,
+    /// Freed scratch allocations, reused by `alloc_pooled` (one stream orders every use, so a
+    /// buffer freed while kernels still read it is safe to hand out).
+    pool: Arc<Pool>,
+    /// Scratch of captured graphs: `alloc_pooled` draws from here while a capture is under way.
+    /// The graphs' buffers are shared among them; that is safe because graphs replay one at a
+    /// time on the one stream, and each writes its scratch before reading it.
+    graph_pool: Arc<Pool>,
+    capturing: AtomicBool,
+}
+
+/// Freed device allocations by rounded byte size.
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: Mutex<HashMap<usize, Vec<u64>>>,
+}
+
+impl Pool {
+    fn take(&self, bucket: usize) -> Result<Option<u64>> {
+        Ok(self
+            .free
+            .lock()
+            .map_err(|_| Error::Gpu("allocation pool poisoned".into()))?
+            .get_mut(&bucket)
+            .and_then(|v| v.pop()))
+    }
+
+    /// Bytes held (free) by the pool.
+    fn held(&self) -> usize {
+        self.free
+            .lock()
+            .map(|p| p.iter().map(|(b, v)| b * v.len()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Frees every pointer held.
+    fn drain(&self, driver: &dyn Driver) {
+        if let Ok(mut pool) = self.free.lock() {
+            for (_, ptrs) in pool.drain() {
+                for p in ptrs {
+                    // SAFETY: pooled pointers came from alloc and are owned by the pool alone.
+                    unsafe { driver.free(p) }
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Ok(pool) = self.pool.get_mut() {
-            for ptrs in pool.values() {
-                for &p in ptrs {
-                    // SAFETY: pooled pointers came from alloc and are owned by the pool alone.
-                    unsafe { self.driver.free(p) }
-                }
-            }
-        }
+        // Every buffer holds an Arc<Inner>: by now all pooled pointers are back in their pools.
+        self.pool.drain(self.driver.as_ref());
+        self.graph_pool.drain(self.driver.as_ref());
     }
 }
 
@@ -314,12 +352,21 @@ unsafe impl GpuElem for i64 {}
 unsafe impl GpuElem for half::f16 {}
 unsafe impl GpuElem for half::bf16 {}
 
+/// Where a buffer's memory goes when the buffer is dropped.
+enum Home {
+    /// Freed.
+    Own,
+    /// Returned to a pool.
+    Pool(Arc<Pool>),
+    /// Nothing: a view into memory someone else owns.
+    View,
+}
+
 /// A typed allocation in device memory, freed on drop.
 pub struct GpuBuffer<T: GpuElem> {
     ptr: u64,
     len: usize,
-    /// Returned to the device's pool on drop instead of freed.
-    pooled: bool,
+    home: Home,
     dev: Arc<Inner>,
     _t: PhantomData<T>,
 }
@@ -351,6 +398,27 @@ impl<T: GpuElem> GpuBuffer<T> {
         }
         Ok(self.ptr + (offset * std::mem::size_of::<T>()) as u64)
     }
+
+    /// A buffer of `len` elements at element `offset` of this one that frees nothing on drop.
+    ///
+    /// # Safety
+    /// The view must not be used after `self` is dropped (or, for a pooled buffer, handed out
+    /// again): the caller keeps the owner alive for as long as the view.
+    pub(crate) unsafe fn view(&self, offset: usize, len: usize) -> Result<GpuBuffer<T>> {
+        if offset.checked_add(len).is_none_or(|e| e > self.len) {
+            return Err(Error::Gpu(format!(
+                "view of {len} elements at {offset} past buffer length {}",
+                self.len
+            )));
+        }
+        Ok(GpuBuffer {
+            ptr: self.ptr + (offset * std::mem::size_of::<T>()) as u64,
+            len,
+            home: Home::View,
+            dev: self.dev.clone(),
+            _t: PhantomData,
+        })
+    }
 }
 
 impl<T: GpuElem> std::fmt::Debug for GpuBuffer<T> {
@@ -370,12 +438,16 @@ impl<T: GpuElem> Drop for GpuBuffer<T> {
         if self.ptr == 0 {
             return;
         }
-        if self.pooled {
-            if let Ok(mut pool) = self.dev.pool.lock() {
-                let b = pool_bucket(self.bytes());
-                pool.entry(b).or_default().push(self.ptr);
-                return;
+        match &self.home {
+            Home::View => return,
+            Home::Pool(pool) => {
+                if let Ok(mut free) = pool.free.lock() {
+                    let b = pool_bucket(self.bytes());
+                    free.entry(b).or_default().push(self.ptr);
+                    return;
+                }
             }
+            Home::Own => {}
         }
         // SAFETY: allocated by this driver in `alloc`, freed only here.
         unsafe { self.dev.driver.free(self.ptr) }
@@ -414,7 +486,9 @@ impl GpuDevice {
             inner: Arc::new(Inner {
                 driver,
                 modules: Mutex::new(HashMap::new()),
-                pool: Mutex::new(HashMap::new()),
+                pool: Arc::default(),
+                graph_pool: Arc::default(),
+                capturing: AtomicBool::new(false),
             }),
         })
     }
@@ -461,7 +535,7 @@ impl GpuDevice {
         Ok(GpuBuffer {
             ptr,
             len,
-            pooled: false,
+            home: Home::Own,
             dev: self.inner.clone(),
             _t: PhantomData,
         })
@@ -478,36 +552,47 @@ impl GpuDevice {
             return self.alloc(0);
         }
         let b = pool_bucket(bytes);
-        let reused = self
-            .inner
-            .pool
-            .lock()
-            .map_err(|_| Error::Gpu("allocation pool poisoned".into()))?
-            .get_mut(&b)
-            .and_then(|v| v.pop());
-        let ptr = match reused {
+        let pool = if self.inner.capturing.load(Ordering::Relaxed) {
+            &self.inner.graph_pool
+        } else {
+            &self.inner.pool
+        };
+        let ptr = match pool.take(b)? {
             Some(p) => p,
             None => self.inner.driver.alloc(b)?,
         };
         Ok(GpuBuffer {
             ptr,
             len,
-            pooled: true,
+            home: Home::Pool(pool.clone()),
             dev: self.inner.clone(),
             _t: PhantomData,
         })
     }
 
-    /// Frees every pooled scratch buffer not in use.
-    pub fn trim_pool(&self) {
-        if let Ok(mut pool) = self.inner.pool.lock() {
-            for (_, ptrs) in pool.drain() {
-                for p in ptrs {
-                    // SAFETY: pooled pointers are owned by the pool alone.
-                    unsafe { self.inner.driver.free(p) }
-                }
-            }
+    /// A buffer over `len` elements at device address `ptr` that frees nothing on drop.
+    ///
+    /// # Safety
+    /// `ptr` addresses at least `len` elements of this device's memory for as long as the buffer
+    /// is used.
+    pub(crate) unsafe fn borrow_raw<T: GpuElem>(&self, ptr: u64, len: usize) -> GpuBuffer<T> {
+        GpuBuffer {
+            ptr,
+            len,
+            home: Home::View,
+            dev: self.inner.clone(),
+            _t: PhantomData,
         }
+    }
+
+    /// Frees every pooled scratch buffer not in use (the graphs' scratch stays).
+    pub fn trim_pool(&self) {
+        self.inner.pool.drain(self.inner.driver.as_ref());
+    }
+
+    /// Bytes of device memory held by the scratch pools: free scratch plus the graphs' scratch.
+    pub fn pooled_bytes(&self) -> usize {
+        self.inner.pool.held() + self.inner.graph_pool.held()
     }
 
     /// Allocates and fills with `data`.
@@ -662,13 +747,18 @@ impl GpuDevice {
         self.inner.driver.launch(kernel.handle, &cfg, &mut args)
     }
 
-    /// Starts capturing the stream's launches into a graph (CUDA graph / HIP graph).
+    /// Starts capturing the stream's launches into a graph (CUDA graph / HIP graph). Until
+    /// [`GpuDevice::end_capture`], `alloc_pooled` hands out the graphs' own scratch, which no
+    /// eager work uses.
     pub fn begin_capture(&self) -> Result<()> {
-        self.inner.driver.begin_capture()
+        self.inner.driver.begin_capture()?;
+        self.inner.capturing.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Ends the capture begun by [`GpuDevice::begin_capture`] and instantiates the graph.
     pub fn end_capture(&self) -> Result<GpuGraph> {
+        self.inner.capturing.store(false, Ordering::Relaxed);
         let exec = self.inner.driver.end_capture()?;
         Ok(GpuGraph {
             exec,
