@@ -151,6 +151,15 @@ pub(crate) trait Driver: Send + Sync {
     /// # Safety
     /// `exec` came from `end_capture` and is destroyed once.
     unsafe fn graph_destroy(&self, exec: Handle);
+
+    /// `C = A^T B` through the vendor BLAS on the device's stream (cuBLAS; see
+    /// [`ops::matmul::Gemm`]). `Ok(false)` when the driver has none (HIP; no libcublas): the
+    /// caller falls back to its own kernel.
+    /// # Safety
+    /// The pointers in `g` address device memory valid for the extents it describes.
+    unsafe fn gemm(&self, _g: &ops::matmul::Gemm) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Reasons why devices were not opened, one per device or driver, for `--device auto`.
