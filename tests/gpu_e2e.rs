@@ -183,3 +183,51 @@ fn decode_graph_replay_equals_eager() {
         );
     }
 }
+
+/// With F16 copies of the quantized weights kept for batched products, prefill (a 8-token
+/// prompt goes through the batched product) and decoding give the logits of the backend that
+/// dequantizes each matrix per product: both feed the same f16 values to the same GEMM.
+#[test]
+fn f16_batch_weights_equal_per_product_dequantization() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K.gguf");
+    if !path.exists() {
+        println!("skipped: {} not found", path.display());
+        return;
+    }
+    let Some(dev) = gpu_util::device("f16_batch_weights") else {
+        return;
+    };
+    let Some(dev2) = gpu_util::device("f16_batch_weights") else {
+        return;
+    };
+    let q8 = std::env::temp_dir().join(format!("rf-f16batch-{}.gguf", std::process::id()));
+    let src = rocmforge::gguf::GgufFile::open(&path).unwrap();
+    rocmforge::gguf::quantize::quantize_file(
+        &src,
+        rocmforge::gguf::quantize::QuantMix::parse("Q8_0").unwrap(),
+        &q8,
+        rocmforge::cli::quantize::codec(),
+        false,
+    )
+    .unwrap();
+    let plain = Model::open(&q8, GpuBackend::new(dev)).unwrap();
+    let copies = Model::open(&q8, GpuBackend::new(dev2).with_f16_batch_weights(true)).unwrap();
+    let _ = std::fs::remove_file(&q8);
+    let lp = batched_decode(&plain, 12);
+    let lc = batched_decode(&copies, 12);
+    for (step, (a, b)) in lc.iter().zip(&lp).enumerate() {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            a.iter().all(|x| x.is_finite()) && worst <= 1e-4,
+            "step {step}: {worst}"
+        );
+    }
+    // the copies exist and take memory: rows * cols * 2 bytes per quantized matrix
+    let (with, _) = copies.backend().device().memory_use();
+    let (without, _) = plain.backend().device().memory_use();
+    assert!(with > without, "{with} vs {without} bytes");
+}

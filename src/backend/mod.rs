@@ -126,6 +126,20 @@ pub trait Backend: Send + Sync + Sized + 'static {
     ) -> Result<Self::Tensor>;
     /// `x [n, cols] · wᵀ` -> `[n, rows]`.
     fn matmul(&self, w: &Self::Weight, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `x [n, cols] · wᵀ (+ b)` -> `[n, rows]`, the bias (`[1, rows]`) added to every row; a
+    /// GPU backend adds it in the product's kernel.
+    fn matmul_bias(
+        &self,
+        w: &Self::Weight,
+        x: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        let mut y = self.matmul(w, x)?;
+        if let Some(b) = b {
+            self.add_bias(&mut y, b)?;
+        }
+        Ok(y)
+    }
     /// `x += y` (same shape).
     fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
     /// `x[i, :] += b[0, :]` for every row.

@@ -62,9 +62,21 @@ pub struct BenchArgs {
     /// prompt and `-n` generated tokens, through the engine.
     #[arg(long, value_delimiter = ',')]
     pub parallel: Vec<usize>,
+    /// F16 copies of the quantized weights for batched products (GPU): auto (with --parallel,
+    /// when they fit in 40% of free memory), on, off. Plain pp/tg runs keep them off unless on.
+    #[arg(long, value_enum, default_value_t = BatchF16Arg::Auto)]
+    pub batch_f16: BatchF16Arg,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
     pub output: Format,
+}
+
+/// `--batch-f16` of bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchF16Arg {
+    Auto,
+    On,
+    Off,
 }
 
 /// How `tg` picks each token.
@@ -350,11 +362,20 @@ struct Task {
     sampler: SamplerChoice,
     sampling: Sampling,
     parallel: Vec<usize>,
+    batch_f16: BatchF16Arg,
     output: Format,
 }
 
 impl device::ModelTask for Task {
     type Output = ();
+    fn batch_f16(&self) -> device::BatchF16 {
+        match self.batch_f16 {
+            BatchF16Arg::On => device::BatchF16::On,
+            BatchF16Arg::Off => device::BatchF16::Off,
+            BatchF16Arg::Auto if self.parallel.is_empty() => device::BatchF16::Off,
+            BatchF16Arg::Auto => device::BatchF16::Auto,
+        }
+    }
     fn run<B: Backend>(self, model: Model<B>, _load_s: f64) -> Result<()> {
         if !self.parallel.is_empty() {
             return parallel::run(model, &self);
@@ -408,6 +429,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         sampler: args.sampler,
         sampling: args.sampling,
         parallel: args.parallel,
+        batch_f16: args.batch_f16,
         output: args.output,
     };
     device::with_model(&args.gguf, args.device, args.threads, task)

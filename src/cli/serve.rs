@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::backend::GpuBackend;
-use crate::cli::device::Device;
+use crate::cli::device::{BatchF16, Device};
 use crate::engine::sampling::CpuSampler;
 use crate::engine::{self, EngineConfig, Metrics};
 use crate::gguf::GgufFile;
@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// the host every step).
     #[arg(long, default_value = "auto")]
     pub sampler: SamplerChoice,
+    /// F16 copies of the quantized weights for batched products on a GPU: auto (when they fit
+    /// in 40% of free memory), on, off.
+    #[arg(long, value_enum, default_value_t = BatchF16::Auto)]
+    pub batch_f16: BatchF16,
 }
 
 /// Checks `--sampler` against the backend (`gpu_backend`): `gpu` needs a GPU device.
@@ -155,6 +159,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         };
         let device = args.device;
         let sampler = args.sampler;
+        let batch_f16 = args.batch_f16;
         let load_file = file.clone();
         // Built on the engine thread, so a GPU context never crosses threads.
         let load = move || -> Result<engine::core::ModelParts> {
@@ -166,7 +171,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
             let model: Box<dyn engine::StepModel> = match gpu {
                 Some(dev) => {
                     tracing::info!("device: GPU");
-                    let model = Model::load(load_file, GpuBackend::new(dev))?;
+                    let f16 = batch_f16.wanted(&dev, &load_file);
+                    let be = GpuBackend::new(dev).with_f16_batch_weights(f16);
+                    let model = Model::load(load_file, be)?;
                     let m = LoadedModel::new(model, n_blocks, n_ctx)?.with_sampler(sampler)?;
                     let on = if engine::StepModel::samples_on_device(&m) {
                         "GPU"

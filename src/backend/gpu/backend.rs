@@ -42,6 +42,9 @@ pub struct GpuTensor {
 pub struct GpuWeight {
     /// The GGUF bytes.
     pub buf: GpuBuffer<u8>,
+    /// An F16 copy of a quantized matrix (`[rows, cols]` f16 bytes) for batched products, when
+    /// the backend keeps them ([`GpuBackend::with_f16_batch_weights`]).
+    pub f16: Option<GpuBuffer<u8>>,
     /// Storage type.
     pub ty: GgmlType,
     /// Rows.
@@ -60,7 +63,25 @@ impl GpuWeight {
             cols: self.cols,
         }
     }
+
+    /// The matrix for a product over `n` tokens: the F16 copy, if any, above the matrix-vector
+    /// sizes (where reading the quantized bytes is what costs).
+    fn q_for(&self, n: usize) -> QMatrix<'_> {
+        match &self.f16 {
+            Some(f) if n > MATVEC_MAX_TOKENS => QMatrix {
+                data: f,
+                offset: 0,
+                ty: GgmlType::F16,
+                rows: self.rows,
+                cols: self.cols,
+            },
+            _ => self.q(),
+        }
+    }
 }
+
+/// Products over at most this many tokens use the matrix-vector kernels.
+const MATVEC_MAX_TOKENS: usize = 4;
 
 /// One layer's K or V cache: `[n_blocks, n_kv_heads, 16, head_dim]` f16.
 pub struct GpuKv {
@@ -254,6 +275,7 @@ pub struct GpuBackend {
     stage_buf: Mutex<Option<GpuBuffer<u32>>>,
     graphs: Mutex<HashMap<GraphKey, GraphState>>,
     use_graphs: bool,
+    f16_batch: bool,
 }
 
 const SLOT_POSITIONS: usize = 0;
@@ -280,7 +302,17 @@ impl GpuBackend {
             stage_buf: Mutex::new(None),
             graphs: Mutex::new(HashMap::new()),
             use_graphs,
+            f16_batch: false,
         }
+    }
+
+    /// Keeps an F16 copy of every quantized weight matrix (made on the device at load), which
+    /// products over more tokens than a matrix-vector product (prefill, batched decoding) read
+    /// instead of dequantizing the matrix at every call: twice the bytes of an F16 model more
+    /// device memory, for serving throughput. Set before loading the weights.
+    pub fn with_f16_batch_weights(mut self, on: bool) -> Self {
+        self.f16_batch = on;
+        self
     }
 
     /// Whether decode steps are captured and replayed as graphs.
@@ -539,12 +571,25 @@ impl Backend for GpuBackend {
                 data.len()
             )));
         }
-        Ok(GpuWeight {
-            buf: self.dev.upload(data)?,
+        let buf = self.dev.upload(data)?;
+        let mut w = GpuWeight {
+            buf,
+            f16: None,
             ty,
             rows,
             cols,
-        })
+        };
+        if self.f16_batch && rows > 1 && !matches!(ty, GgmlType::F16 | GgmlType::F32) {
+            let q = w.q();
+            if q.chunked() {
+                let f = self.dev.alloc::<u8>(rows * cols * 2)?;
+                // SAFETY: `f` holds rows * cols f16 values and outlives the view.
+                let view = unsafe { self.dev.borrow_raw::<f16>(f.ptr(), rows * cols) };
+                matmul::dequantize_f16(&self.dev, &q, &view)?;
+                w.f16 = Some(f);
+            }
+        }
+        Ok(w)
     }
 
     fn weight_shape(&self, w: &GpuWeight) -> (GgmlType, usize, usize) {
@@ -655,11 +700,36 @@ impl Backend for GpuBackend {
                 x.cols, w.rows, w.cols
             )));
         }
+        self.matmul_bias(w, x, None)
+    }
+
+    fn matmul_bias(
+        &self,
+        w: &GpuWeight,
+        x: &GpuTensor,
+        b: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
+        if x.cols != w.cols {
+            return Err(Error::InvalidInput(format!(
+                "matmul: x has {} columns, weight {}x{}",
+                x.cols, w.rows, w.cols
+            )));
+        }
+        if let Some(b) = b {
+            if b.rows * b.cols != w.rows {
+                return Err(Error::InvalidInput(format!(
+                    "matmul: bias of {} for {} rows",
+                    b.rows * b.cols,
+                    w.rows
+                )));
+            }
+        }
+        let bias = b.map(|b| &b.buf);
         let out = self.out(x.rows, w.rows)?;
-        if x.rows <= 4 {
-            matvec::matvec(&self.dev, &w.q(), &x.buf, None, &out.buf, x.rows)?;
+        if x.rows <= MATVEC_MAX_TOKENS {
+            matvec::matvec(&self.dev, &w.q(), &x.buf, bias, &out.buf, x.rows)?;
         } else {
-            matmul::matmul(&self.dev, &w.q(), &x.buf, None, &out.buf, x.rows)?;
+            matmul::matmul(&self.dev, &w.q_for(x.rows), &x.buf, bias, &out.buf, x.rows)?;
         }
         Ok(out)
     }
