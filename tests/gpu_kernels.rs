@@ -16,7 +16,9 @@ use rocmforge::backend::gpu::ops::attention::{
     attention, kv_write, weighted_v, AttentionConfig, KvIndex, PagedKv,
 };
 use rocmforge::backend::gpu::ops::embedding::embedding;
-use rocmforge::backend::gpu::ops::matmul::{dequantize_f16, matmul};
+use rocmforge::backend::gpu::ops::matmul::{
+    dequantize_f16, matmul, matmul_blas, matmul_tiled, BLAS_SCRATCH_BYTES,
+};
 use rocmforge::backend::gpu::ops::matvec::{self as mv, matvec};
 use rocmforge::backend::gpu::ops::rms_norm::rms_norm;
 use rocmforge::backend::gpu::ops::rope::{rope, RopeConfig, RopeMode};
@@ -280,11 +282,11 @@ fn matvec_all_types_match_cpu() {
 
 /// Tiled matrix-matrix for every type; tolerance 1e-6 of sum |w x| per output.
 #[test]
-fn matmul_all_types_match_cpu() {
-    let Some(dev) = gpu_util::device("matmul_all_types_match_cpu") else {
+fn matmul_tiled_all_types_match_cpu() {
+    let Some(dev) = gpu_util::device("matmul_tiled_all_types_match_cpu") else {
         return;
     };
-    let mut rng = gpu_util::rng("matmul_all_types_match_cpu");
+    let mut rng = gpu_util::rng("matmul_tiled_all_types_match_cpu");
     for ty in GPU_TYPES {
         let be = ty.block_elems().max(32);
         for (rows, cols, tokens) in [
@@ -310,7 +312,7 @@ fn matmul_all_types_match_cpu() {
                 rows,
                 cols,
             };
-            matmul(&dev, &w, &xb, Some(&bb), &yb, tokens).unwrap();
+            matmul_tiled(&dev, &w, &xb, Some(&bb), &yb, tokens).unwrap();
             let want = matmul_ref(&deq, &x, rows, cols, tokens, Some(&bias));
             let got = dev.download(&yb).unwrap();
             let e = dot_err(&got, &want, &deq, &x, rows, cols, Some(&bias));
@@ -331,6 +333,113 @@ fn matmul_all_types_match_cpu() {
             let want: Vec<f64> = deq.iter().map(|&v| v as f64).collect();
             let e = rel_err(&got, &want);
             assert!(e < 1e-3, "dequantize_f16 {ty}: rel err {e}");
+        }
+    }
+}
+
+/// Tolerance of the cuBLAS path, per output, as a fraction of sum_k |w_rk x_tk| (+ |bias_r|):
+/// X and the dequantized weights are rounded to f16 (unit roundoff u = 2^-11 each, so each
+/// product is off by at most (2u + u^2) |w x| = 9.8e-4 |w x|), then accumulated in f32 (at most
+/// k 2^-24 = 2.4e-4 for k = 4096, far less in practice): 1.5e-3. F32 weights stay f32 (1e-5).
+fn blas_tol(ty: GgmlType) -> f64 {
+    if ty == GgmlType::F32 {
+        1e-5
+    } else {
+        1.5e-3
+    }
+}
+
+/// Whether a missing cuBLAS must fail the test (`ROCMFORGE_REQUIRE_CUBLAS` set: the H100 runs).
+fn blas_or_skip(done: bool, test: &str) -> bool {
+    if !done {
+        assert!(
+            std::env::var_os("ROCMFORGE_REQUIRE_CUBLAS").is_none(),
+            "{test}: cuBLAS required but not available"
+        );
+        println!("{test}: skipped: no cuBLAS on this device");
+    }
+    done
+}
+
+/// The cuBLAS path (f16 weights and activations, f32 accumulation) for every type at 5, 16, 33
+/// and 512 tokens, odd row counts, and row chunks forced small (a 37-row scratch, ragged last
+/// chunk) as well as the 64 MiB default; then `matmul` itself, which picks the path by token
+/// count. Tolerance: [`blas_tol`].
+#[test]
+fn matmul_blas_all_types_match_cpu() {
+    let test = "matmul_blas_all_types_match_cpu";
+    let Some(dev) = gpu_util::device(test) else {
+        return;
+    };
+    let mut rng = gpu_util::rng(test);
+    for ty in GPU_TYPES {
+        let be = ty.block_elems().max(32);
+        let mut cases = vec![(70, 2 * be), (129, be), (33, 4 * be)];
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            // Columns not a multiple of 32: F32/F16 go to cuBLAS as they are, BF16 is refused.
+            cases.extend([(17, 100), (5, 1), (64, 45)]);
+        }
+        for (rows, cols) in cases {
+            for tokens in [5usize, 16, 33, 512] {
+                let (bytes, deq) = random_matrix(&mut rng, ty, rows, cols);
+                let x = randn(&mut rng, tokens * cols, 1.0);
+                let bias = randn(&mut rng, rows, 1.0);
+                let (wb, xb, bb) = (
+                    dev.upload(&bytes).unwrap(),
+                    dev.upload(&x).unwrap(),
+                    dev.upload(&bias).unwrap(),
+                );
+                let w = QMatrix {
+                    data: &wb,
+                    offset: 0,
+                    ty,
+                    rows,
+                    cols,
+                };
+                let with_bias = tokens != 16;
+                let bias_ref = with_bias.then_some(&bias[..]);
+                let want = matmul_ref(&deq, &x, rows, cols, tokens, bias_ref);
+                let chunked = 2 * 37 * cols;
+                for scratch in [chunked, BLAS_SCRATCH_BYTES] {
+                    let yb = dev.alloc::<f32>(tokens * rows).unwrap();
+                    dev.memset(&yb, 0xff).unwrap();
+                    let done = matmul_blas(
+                        &dev,
+                        &w,
+                        &xb,
+                        with_bias.then_some(&bb),
+                        &yb,
+                        tokens,
+                        scratch,
+                    )
+                    .unwrap();
+                    let quantized_odd =
+                        !cols.is_multiple_of(32) && !matches!(ty, GgmlType::F32 | GgmlType::F16);
+                    if quantized_odd {
+                        assert!(!done, "{ty} with {cols} columns must be refused");
+                        continue;
+                    }
+                    if !blas_or_skip(done, test) {
+                        return;
+                    }
+                    let got = dev.download(&yb).unwrap();
+                    let e = dot_err(&got, &want, &deq, &x, rows, cols, bias_ref);
+                    assert!(
+                        e < blas_tol(ty),
+                        "matmul_blas {ty} {rows}x{cols} tokens {tokens} scratch {scratch}: err {e}"
+                    );
+                }
+                // The dispatcher (cuBLAS from BLAS_MIN_TOKENS on, else tiled).
+                let yb = dev.alloc::<f32>(tokens * rows).unwrap();
+                dev.memset(&yb, 0xff).unwrap();
+                matmul(&dev, &w, &xb, with_bias.then_some(&bb), &yb, tokens).unwrap();
+                let got = dev.download(&yb).unwrap();
+                let e = dot_err(&got, &want, &deq, &x, rows, cols, bias_ref);
+                assert!(
+                    e < blas_tol(ty),
+                    "matmul {ty} {rows}x{cols} tokens {tokens}: err {e}"
+                );
+            }
         }
     }
 }
@@ -872,6 +981,50 @@ fn attention_variants_match_cpu() {
                 causal: true,
                 window: Some(512),
                 softcap: Some(50.0),
+            },
+        );
+    }
+}
+
+/// The tiled prefill kernel (from 8 query tokens per sequence on): head dims 64/80/128/256
+/// (80: partial float4 groups per lane), a non-multiple of 16 (72: the per-token kernel),
+/// tiles spanning several sequences of different lengths, GQA, window and soft-capping;
+/// tolerance 1e-4 relative, as for the per-token kernel.
+#[test]
+fn attention_tiled_prefill_match_cpu() {
+    let Some(dev) = gpu_util::device("attention_tiled_prefill_match_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("attention_tiled_prefill_match_cpu");
+    for (kv_lens, q, n_heads, n_kv, head_dim, causal, window, softcap) in [
+        (
+            vec![200usize],
+            200usize,
+            14usize,
+            2usize,
+            64usize,
+            true,
+            None,
+            None,
+        ),
+        (vec![50, 17, 130], 130, 6, 3, 80, true, None, None),
+        (vec![97], 60, 4, 4, 128, false, None, None),
+        (vec![300], 300, 8, 2, 256, true, Some(100u32), Some(30.0f32)),
+        (vec![64, 45], 40, 4, 1, 72, true, Some(20), None),
+        (vec![33, 1, 70], 70, 2, 1, 64, true, Some(7), None),
+    ] {
+        run_attention_case(
+            &dev,
+            &mut rng,
+            &AttnCase {
+                kv_lens,
+                q,
+                n_heads,
+                n_kv,
+                head_dim,
+                causal,
+                window,
+                softcap,
             },
         );
     }

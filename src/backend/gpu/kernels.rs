@@ -70,6 +70,9 @@ kernel_file!(
     "attention",
     [
         ATTENTION_F16KV = "attention_f16kv",
+        ATTENTION_TILED_D64 = "attention_tiled_d64",
+        ATTENTION_TILED_D128 = "attention_tiled_d128",
+        ATTENTION_TILED_D256 = "attention_tiled_d256",
         KV_WRITE_F16 = "kv_write_f16",
         KV_STORE_F16 = "kv_store_f16",
         WEIGHTED_V_F16KV = "weighted_v_f16kv",
