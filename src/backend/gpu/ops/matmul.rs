@@ -22,7 +22,7 @@ pub const BLAS_MIN_TOKENS: usize = 1;
 
 /// Bound of the f16 scratch that holds one chunk of dequantized weight rows (64 MiB): the
 /// 151936x896 and 32000x4096 output matrices are dequantized in 5 and 4 chunks.
-pub const BLAS_SCRATCH_BYTES: usize = 64 << 20;
+pub const BLAS_SCRATCH_BYTES: usize = 32 << 20;
 
 /// Element type of A and B in a [`Gemm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
