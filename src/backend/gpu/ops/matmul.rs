@@ -20,8 +20,8 @@ use crate::{Error, Result};
 /// `matvec` before this is reached.
 pub const BLAS_MIN_TOKENS: usize = 1;
 
-/// Bound of the f16 scratch that holds one chunk of dequantized weight rows (64 MiB): the
-/// 151936x896 and 32000x4096 output matrices are dequantized in 5 and 4 chunks.
+/// Bound of the f16 scratch that holds one chunk of dequantized weight rows (32 MiB): the
+/// 151936x896 and 32000x4096 output matrices are dequantized in 9 and 8 chunks.
 pub const BLAS_SCRATCH_BYTES: usize = 32 << 20;
 
 /// Element type of A and B in a [`Gemm`].
