@@ -315,6 +315,22 @@ impl GpuBackend {
         self
     }
 
+    /// The rotation's frequency factors on the device (uploaded once, cached by content).
+    fn freq_factors_buf(&self, p: &RopeParams) -> Result<Option<Arc<GpuBuffer<f32>>>> {
+        let Some(f) = &p.freq_factors else {
+            return Ok(None);
+        };
+        let mut c = self.lock(&self.freq_factors, "freq factor cache")?;
+        match &*c {
+            Some((h, b)) if h == f => Ok(Some(b.clone())),
+            _ => {
+                let b = Arc::new(self.dev.upload(f)?);
+                *c = Some((f.clone(), b.clone()));
+                Ok(Some(b))
+            }
+        }
+    }
+
     /// Whether decode steps are captured and replayed as graphs.
     pub fn graphs_enabled(&self) -> bool {
         self.use_graphs
@@ -778,23 +794,7 @@ impl Backend for GpuBackend {
             Some(b) => b,
             None => self.upload_cached(SLOT_POSITIONS, positions)?,
         };
-        let ff = match &p.freq_factors {
-            None => None,
-            Some(f) => {
-                let mut c = self
-                    .freq_factors
-                    .lock()
-                    .map_err(|_| Error::Gpu("freq factor cache poisoned".into()))?;
-                match &*c {
-                    Some((h, b)) if h == f => Some(b.clone()),
-                    _ => {
-                        let b = Arc::new(self.dev.upload(f)?);
-                        *c = Some((f.clone(), b.clone()));
-                        Some(b)
-                    }
-                }
-            }
-        };
+        let ff = self.freq_factors_buf(p)?;
         let cfg = rope::RopeConfig {
             heads: p.n_heads,
             head_dim: p.head_dim,
@@ -910,12 +910,106 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
+    fn glu_fused(&self, gu: &GpuTensor, kind: GluKind) -> Result<GpuTensor> {
+        if !gu.cols.is_multiple_of(2) {
+            return Err(Error::InvalidInput(format!(
+                "glu_fused: {} columns is not gate|up",
+                gu.cols
+            )));
+        }
+        let h = gu.cols / 2;
+        let out = self.out(gu.rows, h)?;
+        let k = match kind {
+            GluKind::SwiGlu => glu::GluKind::SwiGlu,
+            GluKind::GeGlu => glu::GluKind::GeGlu,
+        };
+        glu::glu_fused(&self.dev, k, &gu.buf, &out.buf, gu.rows, h)?;
+        Ok(out)
+    }
+
+    fn qkv_rope_store(
+        &self,
+        qkv: &GpuTensor,
+        rope_q: &RopeParams,
+        rope_k: &RopeParams,
+        k_cache: &mut GpuKv,
+        v_cache: &mut GpuKv,
+        batch: &Batch,
+    ) -> Result<GpuTensor> {
+        // One kernel rotates K like Q: the same rotation apart from the head count.
+        let same_rotation = rope_q.kind == rope_k.kind
+            && rope_q.head_dim == rope_k.head_dim
+            && rope_q.n_rot == rope_k.n_rot
+            && rope_q.freq_base == rope_k.freq_base
+            && rope_q.freq_scale == rope_k.freq_scale
+            && rope_q.freq_factors == rope_k.freq_factors;
+        let d = rope_q.head_dim;
+        if !same_rotation
+            || k_cache.n_kv_heads != rope_k.n_heads
+            || k_cache.head_dim != d
+            || v_cache.n_kv_heads != k_cache.n_kv_heads
+            || v_cache.head_dim != d
+            || v_cache.n_blocks != k_cache.n_blocks
+        {
+            return crate::backend::qkv_rope_store_split(
+                self, qkv, rope_q, rope_k, k_cache, v_cache, batch,
+            );
+        }
+        let (nq, nkv) = (rope_q.n_heads, rope_k.n_heads);
+        if qkv.rows != batch.n_tokens() || qkv.cols != (nq + 2 * nkv) * d {
+            return Err(Error::InvalidInput(format!(
+                "qkv_rope_store: [{}, {}] for {} tokens of {nq} + 2 x {nkv} heads of {d}",
+                qkv.rows,
+                qkv.cols,
+                batch.n_tokens()
+            )));
+        }
+        let ix = self.index(batch, k_cache.n_blocks)?;
+        let idx = KvIndex {
+            block_tables: &ix.tables,
+            max_blocks: ix.max_blocks,
+            seq_of_token: &ix.seq_of_token,
+            positions: &ix.positions,
+            kv_lens: &ix.kv_lens,
+            n_seqs: batch.seqs.len(),
+            tokens: qkv.rows,
+        };
+        let ff = self.freq_factors_buf(rope_q)?;
+        let cfg = rope::RopeConfig {
+            heads: nq,
+            head_dim: d,
+            rot_dim: rope_q.n_rot,
+            mode: match rope_q.kind {
+                RopeKind::Normal => rope::RopeMode::Normal,
+                RopeKind::Neox => rope::RopeMode::Neox,
+            },
+            base: rope_q.freq_base,
+            freq_scale: rope_q.freq_scale,
+        };
+        let q = self.out(qkv.rows, nq * d)?;
+        rope::qkv_rope_store(
+            &self.dev,
+            &cfg,
+            nkv,
+            &qkv.buf,
+            &q.buf,
+            (&k_cache.buf, &v_cache.buf, k_cache.n_blocks),
+            &idx,
+            ff.as_deref(),
+        )?;
+        Ok(q)
+    }
+
     fn softmax(&self, x: &mut GpuTensor) -> Result<()> {
         softmax::softmax(&self.dev, &x.buf, &x.buf, x.rows, x.cols, 1.0)
     }
 
     fn gpu_device(&self) -> Option<&GpuDevice> {
         Some(&self.dev)
+    }
+
+    fn fuse_projections(&self) -> bool {
+        true
     }
 
     fn kv_id(&self, kv: &GpuKv) -> u64 {

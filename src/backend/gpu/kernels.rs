@@ -62,7 +62,14 @@ kernel_file!(
     [SWIGLU_F32 = "swiglu_f32", GEGLU_F32 = "geglu_f32"]
 );
 kernel_file!(RMS_NORM, "rms_norm", [RMS_NORM_F32 = "rms_norm_f32"]);
-kernel_file!(ROPE, "rope", [ROPE_F32 = "rope_f32"]);
+kernel_file!(
+    ROPE,
+    "rope",
+    [
+        ROPE_F32 = "rope_f32",
+        QKV_ROPE_STORE_F32 = "qkv_rope_store_f32"
+    ]
+);
 kernel_file!(SOFTMAX, "softmax", [SOFTMAX_F32 = "softmax_f32"]);
 kernel_file!(ARGMAX, "argmax", [ARGMAX_F32 = "argmax_f32"]);
 kernel_file!(
