@@ -87,7 +87,23 @@ pub(super) unsafe fn run(
                 (RM, 1) => tile::<RM, 1>(qp, dp, nb, ap, arb, adt, op, ldo),
                 (1, 3) => tile::<1, 3>(qp, dp, nb, ap, arb, adt, op, ldo),
                 (1, 2) => tile::<1, 2>(qp, dp, nb, ap, arb, adt, op, ldo),
-                _ => tile::<1, 1>(qp, dp, nb, ap, arb, adt, op, ldo),
+                _ => {
+                    // Any other tail shape (none with RM = 2, RN = 4): one product at a time.
+                    for m in 0..nr {
+                        for n in 0..nt {
+                            tile::<1, 1>(
+                                qp.add(m * nb * 32),
+                                dp.add(m * nb * 8),
+                                nb,
+                                ap.add(n * arb),
+                                arb,
+                                adt.add(n * nb),
+                                op.add(n * ldo + m),
+                                ldo,
+                            );
+                        }
+                    }
+                }
             }
             r0 += nr;
         }
