@@ -143,6 +143,31 @@ unsafe fn dot8_avx(q: *const f32, k: *const f32, hd: usize) -> [f32; 8] {
     out
 }
 
+/// `o[..hd] = sum over k of w[k] * v[k * stride..][..hd]`, keys in increasing order, products and
+/// sums unfused: the same values as the scalar `*x += w * vv` loop, 64 outputs in registers.
+///
+/// # Safety
+/// AVX must be available, `hd % 64 == 0`, `o` writable for `hd` floats and `v` readable at
+/// `k * stride..k * stride + hd` for every `k < w.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn pv_avx(o: *mut f32, w: &[f32], v: *const f32, stride: usize, hd: usize) {
+    use std::arch::x86_64::*;
+    for c0 in (0..hd).step_by(64) {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (k, &wk) in w.iter().enumerate() {
+            let wv = _mm256_set1_ps(wk);
+            let vp = v.add(k * stride + c0);
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, _mm256_loadu_ps(vp.add(8 * r))));
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(o.add(c0 + 8 * r), *a);
+        }
+    }
+}
+
 /// One work unit: tokens `t0..t0 + nt` (one sequence) x the query heads of KV head `kvh`.
 /// Returns `[nt, group * head_dim]`. Numerics as the per-query loop this replaced: Q rounded to
 /// f16, [`dot`] per key, exact softmax (max, exp, f64 sum), weights rounded to f16, and each
@@ -242,6 +267,30 @@ fn unit(
         h16.convert_to_f32_slice(row);
     }
     let mut o = vec![0f32; nq * hd];
+    #[cfg(target_arch = "x86_64")]
+    if avx && hd.is_multiple_of(64) {
+        for (qi, &(lo, hi)) in range.iter().enumerate() {
+            let w = &sc[qi * nk + lo - ulo..qi * nk + hi - ulo];
+            let first = lo * slot_len + kvh * hd;
+            if hi > lo {
+                // Bounds of the last value row read.
+                let _ = &kv.v[first + (hi - lo - 1) * slot_len..][..hd];
+            }
+            // SAFETY: AVX was detected; hd % 64 == 0; o's row qi has hd floats; value rows
+            // first + k * slot_len (k < w.len()) of hd floats are inside kv.v (checked above,
+            // rows increase with k).
+            unsafe {
+                pv_avx(
+                    o[qi * hd..(qi + 1) * hd].as_mut_ptr(),
+                    w,
+                    kv.v.as_ptr().add(first),
+                    slot_len,
+                    hd,
+                )
+            };
+        }
+        return o;
+    }
     for j in ulo..uhi {
         let off = j * slot_len + kvh * hd;
         let vrow = &kv.v[off..off + hd];
@@ -373,12 +422,22 @@ mod tests {
 
     #[test]
     fn paged_gqa_window_matches_reference() {
+        check_paged_gqa_window(8);
+    }
+
+    /// head_dim 64: the AVX paths (8 queries per dot, P.V in registers) where the CPU has AVX.
+    #[test]
+    fn paged_gqa_window_matches_reference_head_dim_64() {
+        check_paged_gqa_window(64);
+    }
+
+    fn check_paged_gqa_window(head_dim: usize) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
         let be = CpuBackend::new();
         let p = AttnParams {
             n_heads: 4,
             n_kv_heads: 2,
-            head_dim: 8,
+            head_dim,
             scale: 0.35,
             window: Some(20),
             softcap: None,
