@@ -74,7 +74,7 @@ pub enum GluKind {
 }
 
 /// The operations a model needs. Shapes are `[rows, cols]`; `n` below is the number of tokens.
-pub trait Backend: Send + Sync + Sized {
+pub trait Backend: Send + Sync + Sized + 'static {
     /// An f32 activation matrix on the device.
     type Tensor: Send;
     /// A weight matrix in its GGUF type on the device.
@@ -126,6 +126,20 @@ pub trait Backend: Send + Sync + Sized {
     ) -> Result<Self::Tensor>;
     /// `x [n, cols] · wᵀ` -> `[n, rows]`.
     fn matmul(&self, w: &Self::Weight, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `x [n, cols] · wᵀ (+ b)` -> `[n, rows]`, the bias (`[1, rows]`) added to every row; a
+    /// GPU backend adds it in the product's kernel.
+    fn matmul_bias(
+        &self,
+        w: &Self::Weight,
+        x: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        let mut y = self.matmul(w, x)?;
+        if let Some(b) = b {
+            self.add_bias(&mut y, b)?;
+        }
+        Ok(y)
+    }
     /// `x += y` (same shape).
     fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
     /// `x[i, :] += b[0, :]` for every row.
@@ -158,6 +172,27 @@ pub trait Backend: Send + Sync + Sized {
     fn argmax(&self, x: &Self::Tensor) -> Result<Vec<u32>>;
     /// The rows `rows` of `x`, in that order.
     fn get_rows(&self, x: &Self::Tensor, rows: &[u32]) -> Result<Self::Tensor>;
+
+    // ---- passes ----
+
+    /// An identity of a KV cache's storage (its device address on a GPU backend; 0 on a host
+    /// backend), so that a captured pass is replayed only over the same caches.
+    fn kv_id(&self, _kv: &Self::Kv) -> u64 {
+        0
+    }
+
+    /// Runs one forward pass over `batch`: `f` calls the ops. A GPU backend stages the batch's
+    /// index data once for all ops, and may capture a decode step as a graph and replay it for
+    /// later passes of the same shape over the same caches (`kv_key`) instead of calling `f`.
+    /// The tensor returned is valid until the next pass.
+    fn forward_pass(
+        &self,
+        _batch: &Batch,
+        _kv_key: u64,
+        f: &mut dyn FnMut() -> Result<Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        f()
+    }
 
     // ---- device access (GPU sampler) ----
 

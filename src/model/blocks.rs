@@ -66,18 +66,9 @@ impl<B: Backend> Attention<B> {
         v_cache: &mut B::Kv,
         s: &AttnStep,
     ) -> Result<B::Tensor> {
-        let mut q = be.matmul(&self.wq, x)?; // [n, n_head * head_dim]
-        let mut k = be.matmul(&self.wk, x)?; // [n, n_head_kv * head_dim]
-        let mut v = be.matmul(&self.wv, x)?; // [n, n_head_kv * head_dim]
-        if let Some(b) = &self.bq {
-            be.add_bias(&mut q, b)?;
-        }
-        if let Some(b) = &self.bk {
-            be.add_bias(&mut k, b)?;
-        }
-        if let Some(b) = &self.bv {
-            be.add_bias(&mut v, b)?;
-        }
+        let mut q = be.matmul_bias(&self.wq, x, self.bq.as_ref())?; // [n, n_head * head_dim]
+        let mut k = be.matmul_bias(&self.wk, x, self.bk.as_ref())?; // [n, n_head_kv * head_dim]
+        let v = be.matmul_bias(&self.wv, x, self.bv.as_ref())?; // [n, n_head_kv * head_dim]
         if let Some(w) = &self.q_norm {
             q = be.rms_norm(&q, w, s.rms_eps)?; // per head
         }
