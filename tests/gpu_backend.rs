@@ -276,3 +276,124 @@ fn gpu_backend_matches_cpu_backend() {
     let one = gpu.tensor(&kd[..nkv * hd], 1, nkv * hd).unwrap();
     assert!(gpu.kv_store(&mut kgc, &one, &bad_batch).is_err());
 }
+
+/// The fused ops of stacked projections: `qkv_rope_store` in one GPU kernel against the same
+/// op by its parts (host split, `rope`, `kv_store`) on the GPU (bit-for-bit: same arithmetic)
+/// and on the CPU (Q within 1e-4, f32 angles); `glu_fused` against `glu` on the split halves.
+#[test]
+fn fused_qkv_rope_store_and_glu_match_their_parts() {
+    let Some(dev) = gpu_util::device("fused_qkv_rope_store_and_glu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("fused_qkv_rope_store_and_glu");
+    let gpu = GpuBackend::new(dev);
+    let cpu = CpuBackend::new();
+    let (nh, nkv, hd, n_blocks) = (4usize, 2usize, 64usize, 12usize);
+    let tables: [Vec<u32>; 2] = [vec![7, 2, 9], vec![4, 11]];
+    let lens = [37usize, 5];
+    let seqs = [
+        SeqSlot {
+            block_table: &tables[0],
+            kv_len: lens[0],
+        },
+        SeqSlot {
+            block_table: &tables[1],
+            kv_len: lens[1],
+        },
+    ];
+    let (mut positions, mut seq_of) = (Vec::new(), Vec::new());
+    for (s, &l) in lens.iter().enumerate() {
+        for p in 0..l {
+            positions.push(p as u32);
+            seq_of.push(s as u32);
+        }
+    }
+    let tokens = vec![1u32; positions.len()];
+    let batch = Batch {
+        tokens: &tokens,
+        positions: &positions,
+        seq_of_token: &seq_of,
+        seqs: &seqs,
+        logits_for: &[0],
+    };
+    let t = positions.len();
+    let w = (nh + 2 * nkv) * hd;
+    let qkv = randn(&mut rng, t * w, 1.0);
+    for (kind, n_rot, ff) in [
+        (RopeKind::Neox, 64, None),
+        (RopeKind::Normal, 48, Some((0..24).map(|i| 1.0 + i as f32 * 0.1).collect())),
+    ] {
+        let rope = |n_heads| RopeParams {
+            kind,
+            n_heads,
+            head_dim: hd,
+            n_rot,
+            freq_base: 10000.0,
+            freq_scale: 0.5,
+            freq_factors: ff.clone(),
+        };
+        let (rq, rk) = (rope(nh), rope(nkv));
+        let attn = AttnParams {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            scale: 0.125,
+            window: None,
+            softcap: None,
+        };
+        let (xc, xg) = both(&cpu, &gpu, &qkv, t, w);
+        // fused kernel
+        let (mut kf, mut vf) = (
+            gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+            gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+        );
+        let qf = gpu
+            .qkv_rope_store(&xg, &rq, &rk, &mut kf, &mut vf, &batch)
+            .unwrap();
+        // parts, on the GPU
+        let (mut kp, mut vp) = (
+            gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+            gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+        );
+        let qp = rocmforge::backend::qkv_rope_store_split(
+            &gpu, &xg, &rq, &rk, &mut kp, &mut vp, &batch,
+        )
+        .unwrap();
+        assert_eq!(gpu.to_host(&qf).unwrap(), gpu.to_host(&qp).unwrap());
+        let of = gpu.to_host(&gpu.attention(&qf, &kf, &vf, &batch, &attn).unwrap());
+        let op = gpu.to_host(&gpu.attention(&qp, &kp, &vp, &batch, &attn).unwrap());
+        assert_eq!(of.unwrap(), op.unwrap(), "{kind:?}: caches differ");
+        // parts, on the CPU
+        let (mut kc, mut vc) = (
+            cpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+            cpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+        );
+        let qc = cpu
+            .qkv_rope_store(&xc, &rq, &rk, &mut kc, &mut vc, &batch)
+            .unwrap();
+        let e = rel(&gpu.to_host(&qf).unwrap(), &cpu.to_host(&qc).unwrap());
+        assert!(e < 1e-4, "{kind:?}: q {e}");
+    }
+    // glu_fused against glu on the halves, on the GPU (bit-for-bit)
+    let (n, h) = (9usize, 100usize);
+    let gu = randn(&mut rng, n * 2 * h, 2.0);
+    let (g, u): (Vec<f32>, Vec<f32>) = (
+        gu.chunks(2 * h).flat_map(|r| r[..h].to_vec()).collect(),
+        gu.chunks(2 * h).flat_map(|r| r[h..].to_vec()).collect(),
+    );
+    for kind in [GluKind::SwiGlu, GluKind::GeGlu] {
+        let fused = gpu
+            .glu_fused(&gpu.tensor(&gu, n, 2 * h).unwrap(), kind)
+            .unwrap();
+        let parts = gpu
+            .glu(
+                &gpu.tensor(&g, n, h).unwrap(),
+                &gpu.tensor(&u, n, h).unwrap(),
+                kind,
+            )
+            .unwrap();
+        let f = gpu.to_host(&fused).unwrap();
+        assert!(f.iter().all(|x| x.is_finite()));
+        assert_eq!(f, gpu.to_host(&parts).unwrap(), "{kind:?}");
+    }
+}
