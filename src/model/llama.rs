@@ -60,6 +60,8 @@ impl<B: Backend> Llama<B> {
     pub fn forward(&self, be: &B, batch: &Batch, kv: &mut KvCache<B>) -> Result<B::Tensor> {
         let c = &self.config;
         let mut x = be.embedding(&self.tok_embd, batch.tokens)?; // [n, n_embd]
+        // The FFN output of the layer before, added to x together with the next norm.
+        let mut pending: Option<B::Tensor> = None;
         for (il, layer) in self.layers.iter().enumerate() {
             let step = AttnStep {
                 rope_q: &self.rope_q,
@@ -68,7 +70,10 @@ impl<B: Backend> Llama<B> {
                 q_scale: None,
                 rms_eps: c.rms_eps,
             };
-            let h = be.rms_norm(&x, &layer.attn_norm, c.rms_eps)?; // [n, n_embd]
+            let h = match pending.take() {
+                Some(f) => be.add_rms_norm(&mut x, &f, &layer.attn_norm, c.rms_eps)?, // x += f
+                None => be.rms_norm(&x, &layer.attn_norm, c.rms_eps)?,
+            }; // [n, n_embd]
             let mut a = layer
                 .attn
                 .forward(be, &h, batch, &mut kv.k[il], &mut kv.v[il], &step)?; // [n, n_embd]
@@ -78,10 +83,12 @@ impl<B: Backend> Llama<B> {
                 a = be.get_rows(&a, batch.logits_for)?;
             }
             let h = be.add_rms_norm(&mut x, &a, &layer.ffn_norm, c.rms_eps)?; // x += a
-            let f = layer.ffn.forward(be, &h, GluKind::SwiGlu)?; // [n, n_embd]
-            be.add(&mut x, &f)?;
+            pending = Some(layer.ffn.forward(be, &h, GluKind::SwiGlu)?); // [n, n_embd]
         }
-        let h = be.rms_norm(&x, &self.head.norm, c.rms_eps)?; // [n_out, n_embd]
+        let h = match pending {
+            Some(f) => be.add_rms_norm(&mut x, &f, &self.head.norm, c.rms_eps)?,
+            None => be.rms_norm(&x, &self.head.norm, c.rms_eps)?,
+        }; // [n_out, n_embd]
         let logits = be.matmul(self.head.output.as_ref().unwrap_or(&self.tok_embd), &h)?; // [n_out, n_vocab]
         Ok(logits)
     }
