@@ -29,6 +29,7 @@ struct AttentionParams {
     u32 window;                 // 0: none
     float scale;
     float softcap;              // 0: none
+    u32 tokens;                 // query tokens (the tiled kernel's grid covers more)
 };
 
 RF_KERNEL void attention_f16kv(const AttentionParams p) {
@@ -100,6 +101,153 @@ RF_KERNEL void attention_f16kv(const AttentionParams p) {
         o[d] = s * inv;
     }
 }
+
+// Prefill: one block of ATQ queries x 4 threads per query (4 consecutive lanes split head_dim
+// in float4 groups: lane r of the quad takes groups r, r + 4, ...) for one query head. Keys go
+// through shared memory one cache block (16 keys, K and V converted to f32) at a time, shared by
+// the block's queries, with the online softmax updated once per 16 keys. Queries of a tile that
+// belong to different sequences are served one sequence after the other (every thread runs
+// every step, so the quad shuffles always have all lanes; `active` gates the state updates).
+// Needs head_dim % 16 == 0 and head_dim <= 16 * NG.
+#define ATQ 16
+
+RF_DEVICE uint2 rf_u2zero() {
+    uint2 v;
+    v.x = 0; v.y = 0;
+    return v;
+}
+
+RF_DEVICE float4 rf_f4(float x, float y, float z, float w) {
+    float4 v;
+    v.x = x; v.y = y; v.z = z; v.w = w;
+    return v;
+}
+
+template <int NG> RF_DEVICE void attention_tiled(const AttentionParams& p) {
+    __shared__ float4 ks[KV_BLOCK][4 * NG], vs[KV_BLOCK][4 * NG];
+    __shared__ u32 s_seq, s_lo, s_hi;
+    const u32 h = blockIdx.y;
+    const int qr = threadIdx.x % 4;
+    const u32 t = blockIdx.x * ATQ + threadIdx.x / 4;
+    const u32 groups = p.head_dim / 4;          // float4 groups per head, a multiple of 4
+    const u32 g = h / (p.n_heads / p.n_kv_heads);
+    const bool valid = t < p.tokens;
+    u32 seq = 0, start = 0, end = 0;
+    if (valid) {
+        seq = p.seq_of_token[t];
+        const u32 pos = p.positions[t], kv_len = p.kv_lens[seq];
+        end = p.causal ? min(pos + 1, kv_len) : kv_len;
+        start = (p.window > 0 && pos + 1 > p.window) ? pos + 1 - p.window : 0;
+    }
+    float4 qv[NG], acc[NG];
+    const float4* q4 = (const float4*)(p.q + ((u64)(valid ? t : 0) * p.n_heads + h) * p.head_dim);
+#pragma unroll
+    for (int i = 0; i < NG; i++) {
+        const u32 gi = qr + 4 * i;
+        float4 v = rf_f4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (valid && gi < groups) {
+            v = q4[gi];
+            v.x *= p.scale; v.y *= p.scale; v.z *= p.scale; v.w *= p.scale;
+        }
+        qv[i] = v;
+        acc[i] = rf_f4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    float m = -RF_INF, l = 0.0f;
+    bool done = !valid;
+    for (;;) {
+        __syncthreads();
+        if (threadIdx.x == 0) { s_seq = 0xffffffffu; s_lo = 0xffffffffu; s_hi = 0; }
+        __syncthreads();
+        if (!done) atomicMin(&s_seq, seq);
+        __syncthreads();
+        const u32 S = s_seq;
+        if (S == 0xffffffffu) break;
+        const bool active = !done && seq == S;
+        if (active && start < end) { atomicMin(&s_lo, start); atomicMax(&s_hi, end); }
+        __syncthreads();
+        const u32 hi = s_hi, lo = s_lo == 0xffffffffu ? hi : s_lo / KV_BLOCK * KV_BLOCK;
+        const u32* table = p.block_tables + (u64)S * p.max_blocks;
+        for (u32 j0 = lo; j0 < hi; j0 += KV_BLOCK) {
+            const u64 off = ((u64)table[j0 / KV_BLOCK] * p.n_kv_heads + g) * KV_BLOCK * p.head_dim;
+            const uint2* kb = (const uint2*)(p.k_cache + off);
+            const uint2* vb = (const uint2*)(p.v_cache + off);
+            for (u32 i = threadIdx.x; i < KV_BLOCK * groups; i += blockDim.x) {
+                const u32 r = i / groups, c = i % groups;
+                // Slots past the sequence's keys hold anything (NaN too): zeros instead, so that
+                // a masked key's zero weight times its value stays zero.
+                uint2 a = rf_u2zero(), b = rf_u2zero();
+                if (j0 + r < hi) { a = kb[i]; b = vb[i]; }
+                ks[r][c] = rf_f4(rf_h2f((u16)(a.x & 0xffff)), rf_h2f((u16)(a.x >> 16)),
+                                       rf_h2f((u16)(a.y & 0xffff)), rf_h2f((u16)(a.y >> 16)));
+                vs[r][c] = rf_f4(rf_h2f((u16)(b.x & 0xffff)), rf_h2f((u16)(b.x >> 16)),
+                                       rf_h2f((u16)(b.y & 0xffff)), rf_h2f((u16)(b.y >> 16)));
+            }
+            __syncthreads();
+            float s[KV_BLOCK];
+            float mx = -RF_INF;
+#pragma unroll
+            for (int jj = 0; jj < KV_BLOCK; jj++) {
+                float d = 0.0f;
+#pragma unroll
+                for (int i = 0; i < NG; i++) {
+                    const u32 gi = qr + 4 * i;
+                    if (gi < groups) {
+                        const float4 k = ks[jj][gi];
+                        d += qv[i].x * k.x + qv[i].y * k.y + qv[i].z * k.z + qv[i].w * k.w;
+                    }
+                }
+                d += rf_shfl_xor(d, 1);
+                d += rf_shfl_xor(d, 2);
+                if (p.softcap > 0.0f) d = p.softcap * tanhf(d / p.softcap);
+                const u32 j = j0 + jj;
+                s[jj] = (active && j >= start && j < end) ? d : -RF_INF;
+                mx = fmaxf(mx, s[jj]);
+            }
+            if (mx > -RF_INF) {
+                const float m2 = fmaxf(m, mx);
+                const float corr = expf(m - m2);
+                float sum = 0.0f;
+#pragma unroll
+                for (int jj = 0; jj < KV_BLOCK; jj++) {
+                    s[jj] = expf(s[jj] - m2);
+                    sum += s[jj];
+                }
+                l = l * corr + sum;
+#pragma unroll
+                for (int i = 0; i < NG; i++) {
+                    float4 a = acc[i];
+                    a.x *= corr; a.y *= corr; a.z *= corr; a.w *= corr;
+                    const u32 gi = qr + 4 * i;
+                    if (gi < groups) {
+#pragma unroll
+                        for (int jj = 0; jj < KV_BLOCK; jj++) {
+                            const float4 v = vs[jj][gi];
+                            a.x += s[jj] * v.x; a.y += s[jj] * v.y; a.z += s[jj] * v.z; a.w += s[jj] * v.w;
+                        }
+                    }
+                    acc[i] = a;
+                }
+                m = m2;
+            }
+            __syncthreads();
+        }
+        if (active) {
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            float4* o = (float4*)(p.out + ((u64)t * p.n_heads + h) * p.head_dim);
+#pragma unroll
+            for (int i = 0; i < NG; i++) {
+                const u32 gi = qr + 4 * i;
+                if (gi < groups)
+                    o[gi] = rf_f4(acc[i].x * inv, acc[i].y * inv, acc[i].z * inv, acc[i].w * inv);
+            }
+            done = true;
+        }
+    }
+}
+
+RF_KERNEL void attention_tiled_d64(const AttentionParams p) { attention_tiled<4>(p); }
+RF_KERNEL void attention_tiled_d128(const AttentionParams p) { attention_tiled<8>(p); }
+RF_KERNEL void attention_tiled_d256(const AttentionParams p) { attention_tiled<16>(p); }
 
 struct KvWriteParams {
     const float* k;             // [tokens, n_kv_heads, head_dim]

@@ -79,3 +79,24 @@ RF_DEVICE float rf_block_max(float v, float* scratch) {
     v = lane < nwarps ? scratch[lane] : -RF_INF;
     return rf_warp_max(v);
 }
+
+// Integer dot product of 4 signed bytes of a and b, plus c (CUDA __dp4a). AMD: v_dot4_i32_i8 on
+// the chips that have it (CDNA, RDNA2; RDNA3 has only the mixed-sign form), a portable sum
+// elsewhere.
+#if defined(RF_CUDA)
+RF_DEVICE int rf_dp4a(int a, int b, int c) {
+    int r;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+#elif defined(__gfx906__) || defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || \
+    defined(__gfx941__) || defined(__gfx942__) || defined(__gfx1030__) || defined(__gfx1031__) ||  \
+    defined(__gfx1032__) || defined(__gfx1034__) || defined(__gfx1035__) || defined(__gfx1036__)
+RF_DEVICE int rf_dp4a(int a, int b, int c) { return __builtin_amdgcn_sdot4(a, b, c, false); }
+#else
+RF_DEVICE int rf_dp4a(int a, int b, int c) {
+#pragma unroll
+    for (int i = 0; i < 32; i += 8) c += (int)(i8)(a >> i) * (int)(i8)(b >> i);
+    return c;
+}
+#endif

@@ -1,11 +1,15 @@
-// Gated linear units: out[i] = act(gate[i]) * up[i] over rows of n elements.
+// Gated linear units: out[r, j] = act(gate[r, j]) * up[r, j] over rows of n elements; gate and
+// up rows are `stride` elements apart (stride = n for separate tensors; 2n with gate and up side
+// by side in one [rows, 2n] tensor, up = gate + n).
 #include "compat.h"
 
 struct GluParams {
-    const float* gate;  // [rows, n]
-    const float* up;    // [rows, n]
+    const float* gate;  // [rows, stride]
+    const float* up;    // [rows, stride]
     float* out;         // [rows, n]
     u64 count;          // rows * n
+    u64 n;
+    u64 stride;
 };
 
 RF_DEVICE float rf_silu(float x) { return x / (1.0f + expf(-x)); }
@@ -18,11 +22,17 @@ RF_DEVICE float rf_gelu(float x) {
 RF_KERNEL void swiglu_f32(const GluParams p) {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < p.count;
          i += (u64)gridDim.x * blockDim.x)
-        p.out[i] = rf_silu(p.gate[i]) * p.up[i];
+    {
+        const u64 j = (i / p.n) * p.stride + i % p.n;
+        p.out[i] = rf_silu(p.gate[j]) * p.up[j];
+    }
 }
 
 RF_KERNEL void geglu_f32(const GluParams p) {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < p.count;
          i += (u64)gridDim.x * blockDim.x)
-        p.out[i] = rf_gelu(p.gate[i]) * p.up[i];
+    {
+        const u64 j = (i / p.n) * p.stride + i % p.n;
+        p.out[i] = rf_gelu(p.gate[j]) * p.up[j];
+    }
 }

@@ -93,9 +93,18 @@ template <int T> RF_DEVICE void dequant_f16(const DequantParams& p) {
     const u64 r = i / chunks_per_row, ch = i % chunks_per_row;
     float v[32];
     rf_deq_row_chunk<T>(p.w + r * p.row_bytes, (int)ch, v);
-    u32* o = (u32*)(p.out + r * p.cols + 32 * ch);
+    // 16-byte stores: the chunk's 64 bytes start on a 64-byte boundary (out is 256-aligned).
+    uint4* o = (uint4*)(p.out + r * p.cols + 32 * ch);
 #pragma unroll
-    for (int k = 0; k < 16; k++) o[k] = (u32)rf_f2h(v[2 * k]) | ((u32)rf_f2h(v[2 * k + 1]) << 16);
+    for (int q = 0; q < 4; q++) {
+        const float* s = v + 8 * q;
+        uint4 u;
+        u.x = (u32)rf_f2h(s[0]) | ((u32)rf_f2h(s[1]) << 16);
+        u.y = (u32)rf_f2h(s[2]) | ((u32)rf_f2h(s[3]) << 16);
+        u.z = (u32)rf_f2h(s[4]) | ((u32)rf_f2h(s[5]) << 16);
+        u.w = (u32)rf_f2h(s[6]) | ((u32)rf_f2h(s[7]) << 16);
+        o[q] = u;
+    }
 }
 
 #define RF_DEQUANT(T, s) \

@@ -85,3 +85,540 @@ template <int T> RF_DEVICE void matvec_scalar(const MatvecParams& p) {
 RF_KERNEL void matvec_scalar_f32(const MatvecParams p) { matvec_scalar<RF_F32>(p); }
 RF_KERNEL void matvec_scalar_f16(const MatvecParams p) { matvec_scalar<RF_F16>(p); }
 RF_KERNEL void matvec_scalar_bf16(const MatvecParams p) { matvec_scalar<RF_BF16>(p); }
+
+// ---------------------------------------------------------------------------------------------
+// Integer path ("mmvq", v4): x is quantized once per product to Q8_1 blocks of 32 (int8 values
+// plus a float scale d and d * sum(q)), stored as two planes: xq [n][cols] int8 and xds
+// [n][cols/32] float2, so a lane loads the 16 or 32 x bytes it needs with aligned 16-byte loads.
+// Weights are dotted with 4-byte integer dot products (rf_dp4a) and scaled per block. A "slice" is
+// the piece of a block one lane handles at a time (32 to 128 weights, every weight byte it loads
+// used once). Blocks whose size is not a multiple of 4 bytes (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K) are
+// read as aligned 4-byte words and realigned with a funnel shift.
+
+// Q8_1 quantization of n*cols floats (cols a multiple of 32), 4 per thread, 8 threads per block.
+struct QuantizeParams {
+    const float* x;  // [total]
+    i8* xq;          // [total]
+    float2* xds;     // [total / 32]
+    u32 total;       // a multiple of 32
+};
+
+// A hint to bring the 128-byte line at p into L2 (no-op where there is no such instruction).
+RF_DEVICE void rf_prefetch_l2(const void* p) {
+#if defined(RF_CUDA)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void)p;
+#endif
+}
+// Q8_1-quantizes 4 values per thread (8 threads per 32-block, 8-lane aligned groups); returns the
+// 4 int8 values packed and, in *ds, the block's (d, d * sum q) (valid in every lane of the group).
+RF_DEVICE u32 rf_q8_1_x4(float4 v, float2* ds) {
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+#pragma unroll
+    for (int m = 1; m < 8; m <<= 1) amax = fmaxf(amax, rf_shfl_xor(amax, m));
+    const float d = amax / 127.0f;
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int q0 = (int)rintf(v.x * id), q1 = (int)rintf(v.y * id);
+    const int q2 = (int)rintf(v.z * id), q3 = (int)rintf(v.w * id);
+    int s = q0 + q1 + q2 + q3;
+#pragma unroll
+    for (int m = 1; m < 8; m <<= 1) s += rf_shfl_xor_i(s, m);
+    ds->x = d;
+    ds->y = d * (float)s;
+    return (u32)(q0 & 0xFF) | ((u32)(q1 & 0xFF) << 8) | ((u32)(q2 & 0xFF) << 16) |
+           ((u32)(q3 & 0xFF) << 24);
+}
+
+RF_KERNEL void quantize_q8_1(const QuantizeParams p) {
+    const u32 i4 = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool ok = 4 * i4 < p.total;  // whole groups of 8 threads share one fate
+    float4 v;
+    v.x = v.y = v.z = v.w = 0.0f;
+    if (ok) v = ((const float4*)p.x)[i4];
+    float2 ds;
+    const u32 q = rf_q8_1_x4(v, &ds);
+    if (!ok) return;
+    ((u32*)p.xq)[i4] = q;
+    if (i4 % 8 == 0) p.xds[i4 / 8] = ds;
+}
+
+// N 4-byte words from a 2-byte aligned address: aligned loads, realigned by a funnel shift (when
+// p is 2 mod 4, the run's last 2 bytes come from a 2-byte load, so nothing past it is read).
+template <int N> RF_DEVICE void rf_ld_run(const u8* p, int* out) {
+    const u32* a = (const u32*)((u64)p & ~(u64)3);
+    const u32 sh = ((u32)(u64)p & 3u) * 8u;
+    u32 w[N + 1];
+#pragma unroll
+    for (int i = 0; i < N; i++) w[i] = a[i];
+    w[N] = sh ? (u32)(*(const u16*)(a + N)) : 0u;
+#pragma unroll
+    for (int i = 0; i < N; i++) out[i] = (int)(u32)((((u64)w[i + 1] << 32) | w[i]) >> sh);
+}
+// N words from a 4-byte aligned address.
+template <int N> RF_DEVICE void rf_ld_words(const u8* p, int* out) {
+#pragma unroll
+    for (int i = 0; i < N; i++) out[i] = ((const int*)p)[i];
+}
+// 16 x bytes (aligned) as 4 words.
+RF_DEVICE void rf_ld_x16(const i8* p, int* v) {
+    const int4 a = *(const int4*)p;
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+}
+RF_DEVICE u16 rf_ld_u16(const u8* p) { return *(const u16*)p; }
+RF_DEVICE float rf_h2f_lo(u32 w) { return rf_h2f((u16)(w & 0xFFFF)); }
+RF_DEVICE float rf_h2f_hi(u32 w) { return rf_h2f((u16)(w >> 16)); }
+// Bit i (0..3) of v to bit 4 of byte i.
+RF_DEVICE int rf_spread4(int v) {
+    return ((v << 4) & 0x10) | ((v << 11) & 0x1000) | ((v << 18) & 0x100000) | ((v << 25) & 0x10000000);
+}
+#define RF_ONES 0x01010101
+
+// Per type: SE weights per slice, SPB slices per block, and
+//   dot(block, slice, xq, xds, xs, dss, nb, acc): acc[b] += slice . x[b] for b < nb, where xq and
+//   xds point at the block's first x value / Q8_1 block of batch row 0 and xs, dss step rows.
+template <int T> struct Mmvq;
+
+template <> struct Mmvq<RF_Q8_0> {
+    enum { SE = 32, SPB = 1 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int, const i8* xq, const float2* xds,
+                                                u32 xs, u32 dss, int nb, float* acc) {
+        int q[8];
+        rf_ld_run<8>(b + 2, q);
+        const float d = rf_h2f(rf_ld_u16(b));
+#pragma unroll
+        for (int r = 0; r < NB; r++) {
+            if (r < nb) {
+                int x[8];
+                rf_ld_x16(xq + r * xs, x);
+                rf_ld_x16(xq + r * xs + 16, x + 4);
+                int s = 0;
+#pragma unroll
+                for (int i = 0; i < 8; i++) s = rf_dp4a(q[i], x[i], s);
+                acc[r] += d * xds[r * dss].x * (float)s;
+            }
+        }
+    }
+};
+
+// 4-bit and 5-bit 32-blocks: lo nibbles are values 0..15, hi nibbles 16..31.
+// q holds the 4 quant words, h the 5th bits (or 0); min: m (w = d q + m) or -off*d (w = d (q-off)).
+template <int NB> RF_DEVICE void rf_dot_q32(const int* q, u32 h, float d, float m, const i8* xq,
+                                            const float2* xds, u32 xs, u32 dss, int nb, float* acc) {
+    int lo[4], hi[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        lo[i] = (q[i] & 0x0F0F0F0F) | rf_spread4((int)(h >> (4 * i)));
+        hi[i] = ((q[i] >> 4) & 0x0F0F0F0F) | rf_spread4((int)(h >> (16 + 4 * i)));
+    }
+#pragma unroll
+    for (int r = 0; r < NB; r++) {
+        if (r < nb) {
+            int x[8];
+            rf_ld_x16(xq + r * xs, x);
+            rf_ld_x16(xq + r * xs + 16, x + 4);
+            int s = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++) s = rf_dp4a(hi[i], x[i + 4], rf_dp4a(lo[i], x[i], s));
+            const float2 ds = xds[r * dss];
+            acc[r] += d * ds.x * (float)s + m * ds.y;
+        }
+    }
+}
+
+template <> struct Mmvq<RF_Q4_0> {  // d, qs[16]; 18 bytes
+    enum { SE = 32, SPB = 1 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int, const i8* xq, const float2* xds,
+                                                u32 xs, u32 dss, int nb, float* acc) {
+        int q[4];
+        rf_ld_run<4>(b + 2, q);
+        const float d = rf_h2f(rf_ld_u16(b));
+        rf_dot_q32<NB>(q, 0u, d, -8.0f * d, xq, xds, xs, dss, nb, acc);
+    }
+};
+template <> struct Mmvq<RF_Q4_1> {  // d, m, qs[16]; 20 bytes, 4-aligned
+    enum { SE = 32, SPB = 1 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int, const i8* xq, const float2* xds,
+                                                u32 xs, u32 dss, int nb, float* acc) {
+        int q[5];
+        rf_ld_words<5>(b, q);
+        rf_dot_q32<NB>(q + 1, 0u, rf_h2f_lo(q[0]), rf_h2f_hi(q[0]), xq, xds, xs, dss, nb, acc);
+    }
+};
+template <> struct Mmvq<RF_Q5_0> {  // d, qh[4], qs[16]; 22 bytes
+    enum { SE = 32, SPB = 1 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int, const i8* xq, const float2* xds,
+                                                u32 xs, u32 dss, int nb, float* acc) {
+        int q[5];
+        rf_ld_run<5>(b + 2, q);
+        const float d = rf_h2f(rf_ld_u16(b));
+        rf_dot_q32<NB>(q + 1, (u32)q[0], d, -16.0f * d, xq, xds, xs, dss, nb, acc);
+    }
+};
+template <> struct Mmvq<RF_Q5_1> {  // d, m, qh[4], qs[16]; 24 bytes, 8-aligned
+    enum { SE = 32, SPB = 1 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int, const i8* xq, const float2* xds,
+                                                u32 xs, u32 dss, int nb, float* acc) {
+        int q[6];
+        rf_ld_words<6>(b, q);
+        rf_dot_q32<NB>(q + 2, (u32)q[1], rf_h2f_lo(q[0]), rf_h2f_hi(q[0]), xq, xds, xs, dss, nb,
+                       acc);
+    }
+};
+
+// Q2_K: scales[16], qs[64], d, dmin; 84 bytes, 4-aligned. Slice = half h (chunks 4h..4h+3):
+// qs[32h..32h+32], 2 bits per chunk; a scale byte (lo: scale, hi: min) per 16 values.
+template <> struct Mmvq<RF_Q2_K> {
+    enum { SE = 128, SPB = 2 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int h, const i8* xq,
+                                                const float2* xds, u32 xs, u32 dss, int nb,
+                                                float* acc) {
+        int q[8], sc[2];
+        rf_ld_words<8>(b + 16 + 32 * h, q);
+        rf_ld_words<2>(b + 8 * h, sc);
+        const u32 dd = *(const u32*)(b + 80);
+        const float d = rf_h2f_lo(dd), dmin = rf_h2f_hi(dd);
+        xq += 128 * h;
+        xds += 4 * h;
+#pragma unroll
+        for (int r = 0; r < NB; r++) {
+            if (r < nb) {
+                float a = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    int x[8];
+                    rf_ld_x16(xq + r * xs + 32 * j, x);
+                    rf_ld_x16(xq + r * xs + 32 * j + 16, x + 4);
+                    float cj = 0.0f;
+#pragma unroll
+                    for (int t = 0; t < 2; t++) {
+                        int s = 0, sx = 0;
+#pragma unroll
+                        for (int i = 4 * t; i < 4 * t + 4; i++) {
+                            s = rf_dp4a((q[i] >> (2 * j)) & 0x03030303, x[i], s);
+                            sx = rf_dp4a(RF_ONES, x[i], sx);
+                        }
+                        const int scb = (sc[j / 2] >> (8 * (2 * (j % 2) + t))) & 0xFF;
+                        cj += d * (float)(scb & 0xF) * (float)s - dmin * (float)(scb >> 4) * (float)sx;
+                    }
+                    a += xds[r * dss + j].x * cj;
+                }
+                acc[r] += a;
+            }
+        }
+    }
+};
+
+// Q3_K: hmask[32], qs[64], scales[12], d; 110 bytes. Slice = half h (chunks c = 4h+j): 2 low bits
+// from qs[32h + l] >> 2j, value - 4 where hmask[l] bit c is clear; 6-bit signed scale per 16.
+template <> struct Mmvq<RF_Q3_K> {
+    enum { SE = 128, SPB = 2 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int h, const i8* xq,
+                                                const float2* xds, u32 xs, u32 dss, int nb,
+                                                float* acc) {
+        int q[8], hm[8], sc[3];
+        rf_ld_run<8>(b + 32 + 32 * h, q);
+        rf_ld_run<8>(b, hm);
+        rf_ld_run<3>(b + 96, sc);
+        const float d = rf_h2f(rf_ld_u16(b + 108));
+        xq += 128 * h;
+        xds += 4 * h;
+#pragma unroll
+        for (int r = 0; r < NB; r++) {
+            if (r < nb) {
+                float a = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const int c = 4 * h + j;
+                    int x[8];
+                    rf_ld_x16(xq + r * xs + 32 * j, x);
+                    rf_ld_x16(xq + r * xs + 32 * j + 16, x + 4);
+                    int cj = 0;
+#pragma unroll
+                    for (int t = 0; t < 2; t++) {
+                        int s = 0, sx = 0;
+#pragma unroll
+                        for (int i = 4 * t; i < 4 * t + 4; i++) {
+                            const int v = ((q[i] >> (2 * j)) & 0x03030303) | (((hm[i] >> c) & RF_ONES) << 2);
+                            s = rf_dp4a(v, x[i], s);
+                            sx = rf_dp4a(RF_ONES, x[i], sx);
+                        }
+                        // scale 2c + t = 8h + k: low 4 bits in byte k (h = 0) or its high
+                        // nibble (h = 1), high 2 bits in byte 8 + k % 4 at bit 2 (2h + k / 4).
+                        const int k = 2 * j + t;
+                        const int lo = (sc[k / 4] >> (8 * (k % 4) + 4 * h)) & 0xF;
+                        const int hi = (sc[2] >> (8 * (k % 4) + 2 * (2 * h + k / 4))) & 3;
+                        cj += ((lo | (hi << 4)) - 32) * (s - 4 * sx);
+                    }
+                    a += xds[r * dss + j].x * (float)cj;
+                }
+                acc[r] += d * a;
+            }
+        }
+    }
+};
+
+// The 6-bit scale and min of sub-block j (0..7) from the 12 scale bytes as 3 words s0, s1, s2
+// (ggml's get_scale_min_k4; j may be a run-time value: only shift amounts depend on it).
+RF_DEVICE void rf_scale_min_k4_w(int j, u32 s0, u32 s1, u32 s2, int* sc, int* m) {
+    if (j < 4) {
+        const int sh = 8 * j;
+        *sc = (int)((s0 >> sh) & 63);
+        *m = (int)((s1 >> sh) & 63);
+    } else {
+        const int sh = 8 * (j - 4);
+        *sc = (int)(((s2 >> sh) & 0xF) | (((s0 >> sh) >> 6 & 3) << 4));
+        *m = (int)(((s2 >> sh) >> 4 & 0xF) | (((s1 >> sh) >> 6 & 3) << 4));
+    }
+}
+
+// Q4_K / Q5_K: d, dmin, scales[12], (Q5_K: qh[32]), qs[128]; 144 / 176 bytes, 16-aligned.
+// Slice = chunk pair p (chunks 2p: lo nibbles, 2p+1: hi nibbles of qs[32p..32p+32]).
+template <int NB, bool Q5> RF_DEVICE void rf_dot_k45(const u8* b, int p, const i8* xq,
+                                                     const float2* xds, u32 xs, u32 dss, int nb,
+                                                     float* acc) {
+    int q[8], qh[8], hd[4];
+    const int4* q4 = (const int4*)(b + (Q5 ? 48 : 16) + 32 * p);
+    const int4 qa = q4[0], qb = q4[1];
+    q[0] = qa.x; q[1] = qa.y; q[2] = qa.z; q[3] = qa.w;
+    q[4] = qb.x; q[5] = qb.y; q[6] = qb.z; q[7] = qb.w;
+    const int4 h = *(const int4*)b;  // d, dmin, scales[0..12)
+    hd[0] = h.x; hd[1] = h.y; hd[2] = h.z; hd[3] = h.w;
+    if (Q5) {
+        const int4* h4 = (const int4*)(b + 16);
+        const int4 ha = h4[0], hb = h4[1];
+        qh[0] = ha.x; qh[1] = ha.y; qh[2] = ha.z; qh[3] = ha.w;
+        qh[4] = hb.x; qh[5] = hb.y; qh[6] = hb.z; qh[7] = hb.w;
+    }
+    const float d = rf_h2f_lo(hd[0]), dmin = rf_h2f_hi(hd[0]);
+    int sc0, m0, sc1, m1;
+    rf_scale_min_k4_w(2 * p, hd[1], hd[2], hd[3], &sc0, &m0);
+    rf_scale_min_k4_w(2 * p + 1, hd[1], hd[2], hd[3], &sc1, &m1);
+    int lo[8], hi[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        lo[i] = q[i] & 0x0F0F0F0F;
+        hi[i] = (q[i] >> 4) & 0x0F0F0F0F;
+        if (Q5) {
+            lo[i] |= ((qh[i] >> (2 * p)) & RF_ONES) << 4;
+            hi[i] |= ((qh[i] >> (2 * p + 1)) & RF_ONES) << 4;
+        }
+    }
+    xq += 64 * p;
+    xds += 2 * p;
+#pragma unroll
+    for (int r = 0; r < NB; r++) {
+        if (r < nb) {
+            int x[16];
+            rf_ld_x16(xq + r * xs, x);
+            rf_ld_x16(xq + r * xs + 16, x + 4);
+            rf_ld_x16(xq + r * xs + 32, x + 8);
+            rf_ld_x16(xq + r * xs + 48, x + 12);
+            int s0 = 0, s1 = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                s0 = rf_dp4a(lo[i], x[i], s0);
+                s1 = rf_dp4a(hi[i], x[i + 8], s1);
+            }
+            const float2 a = xds[r * dss], c = xds[r * dss + 1];
+            acc[r] += d * ((float)(sc0 * s0) * a.x + (float)(sc1 * s1) * c.x) -
+                      dmin * ((float)m0 * a.y + (float)m1 * c.y);
+        }
+    }
+}
+template <> struct Mmvq<RF_Q4_K> {
+    enum { SE = 64, SPB = 4 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int p, const i8* xq,
+                                                const float2* xds, u32 xs, u32 dss, int nb,
+                                                float* acc) {
+        rf_dot_k45<NB, false>(b, p, xq, xds, xs, dss, nb, acc);
+    }
+};
+template <> struct Mmvq<RF_Q5_K> {
+    enum { SE = 64, SPB = 4 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int p, const i8* xq,
+                                                const float2* xds, u32 xs, u32 dss, int nb,
+                                                float* acc) {
+        rf_dot_k45<NB, true>(b, p, xq, xds, xs, dss, nb, acc);
+    }
+};
+
+// Q6_K: ql[128], qh[64], scales[16] (int8), d; 210 bytes. Slice (n = half, i = 16-value group):
+// positions l in [16i, 16i+16) of half n, all four chunks k: low 4 bits from ql[64n + 32(k%2) + l]
+// (nibble k/2), high 2 bits from qh[32n + l] >> 2k, value - 32; scale sc[8n + 2k + i].
+template <> struct Mmvq<RF_Q6_K> {
+    enum { SE = 64, SPB = 4 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int sl, const i8* xq,
+                                                const float2* xds, u32 xs, u32 dss, int nb,
+                                                float* acc) {
+        const int n = sl / 2, i = sl % 2;
+        int la[4], lb[4], qh[4], sc[2];
+        rf_ld_run<4>(b + 64 * n + 16 * i, la);
+        rf_ld_run<4>(b + 64 * n + 32 + 16 * i, lb);
+        rf_ld_run<4>(b + 128 + 32 * n + 16 * i, qh);
+        rf_ld_run<2>(b + 192 + 8 * n, sc);
+        const float d = rf_h2f(rf_ld_u16(b + 208));
+        int v[4][4];
+#pragma unroll
+        for (int m = 0; m < 4; m++) {
+            v[0][m] = (la[m] & 0x0F0F0F0F) | (((qh[m] >> 0) & 0x03030303) << 4);
+            v[1][m] = (lb[m] & 0x0F0F0F0F) | (((qh[m] >> 2) & 0x03030303) << 4);
+            v[2][m] = ((la[m] >> 4) & 0x0F0F0F0F) | (((qh[m] >> 4) & 0x03030303) << 4);
+            v[3][m] = ((lb[m] >> 4) & 0x0F0F0F0F) | (((qh[m] >> 6) & 0x03030303) << 4);
+        }
+        xq += 128 * n + 16 * i;
+        xds += 4 * n;
+#pragma unroll
+        for (int r = 0; r < NB; r++) {
+            if (r < nb) {
+                float a = 0.0f;
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    int x[4];
+                    rf_ld_x16(xq + r * xs + 32 * k, x);
+                    int s = 0, sx = 0;
+#pragma unroll
+                    for (int m = 0; m < 4; m++) {
+                        s = rf_dp4a(v[k][m], x[m], s);
+                        sx = rf_dp4a(RF_ONES, x[m], sx);
+                    }
+                    // byte 2k + i of the 8 scale bytes of half n
+                    const int scale = (int)(i8)((sc[k / 2] >> (8 * (2 * (k % 2) + i))) & 0xFF);
+                    a += xds[r * dss + k].x * (float)(scale * (s - 32 * sx));
+                }
+                acc[r] += d * a;
+            }
+        }
+    }
+};
+
+struct MmvqParams {
+    const u8* w;         // [rows] rows of row_bytes bytes
+    const i8* xq;        // [n, cols] Q8_1 values (unfused)
+    const float2* xds;   // [n, cols / 32] Q8_1 (d, d * sum q) (unfused)
+    const float* x;      // [n, cols] f32 (fused: each block quantizes it into shared memory)
+    const float* bias;   // [rows] or null
+    float* y;            // [n, y_stride]
+    u64 row_bytes;
+    u32 rows;
+    u32 cols;
+    u32 n;               // vectors
+    u32 y_stride;
+    u32 warps_per_row;   // 1, 2 or 4; a block holds MMVQ_WARPS warps
+};
+
+#define MMVQ_WARPS 4
+#define MMVQ_UNROLL 2
+
+// One row per warps_per_row warps; lanes take slices (lane, lane + 32 * warps_per_row, ...),
+// MMVQ_UNROLL slices at a time with clamped indices so the loads of both are issued before use.
+// Each blockIdx.y takes up to NB vectors: weights are loaded once for all of them.
+// F (fused): the block first quantizes its vectors into shared memory (nb * cols * 1.25 bytes of
+// dynamic shared memory), saving the separate quantize_q8_1 launch.
+template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
+    __shared__ float part[MMVQ_WARPS][NB];
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const u32 wpr = p.warps_per_row;
+    const u32 row = blockIdx.x * (MMVQ_WARPS / wpr) + warp / wpr;
+    const u32 sub = warp % wpr;
+    const bool valid = row < p.rows;
+    const u32 rr = valid ? row : p.rows - 1;
+    const u32 b0 = blockIdx.y * NB;
+    const int nb = (int)min((u32)NB, p.n - b0);
+    const u8* w = p.w + (u64)rr * p.row_bytes;
+    const i8* xq;
+    const float2* xds;
+    const u32 nsl = p.cols / Mmvq<T>::SE;
+    const u32 stride = WARP_SIZE * wpr;
+    if (F) {
+        // Start this lane's first weight lines towards L2 while x is quantized.
+#pragma unroll
+        for (int u = 0; u < MMVQ_UNROLL; u++) {
+            const u32 s = min(sub * WARP_SIZE + lane + u * stride, nsl - 1);
+            rf_prefetch_l2(w + (u64)(s / Mmvq<T>::SPB) * QInfo<T>::BYTES +
+                           (s % Mmvq<T>::SPB) * (QInfo<T>::BYTES / Mmvq<T>::SPB));
+        }
+        extern __shared__ int4 mmvq_smem[];
+        i8* sq = (i8*)mmvq_smem;
+        float2* sds = (float2*)(sq + (u64)nb * p.cols);
+        const float4* x4 = (const float4*)(p.x + (u64)b0 * p.cols);
+        const u32 total4 = (u32)nb * p.cols / 4;
+        for (u32 base = 0; base < total4; base += blockDim.x) {  // uniform trip count
+            const u32 i4 = base + threadIdx.x;
+            const bool ok = i4 < total4;  // whole 8-thread groups share one fate
+            float4 v;
+            v.x = v.y = v.z = v.w = 0.0f;
+            if (ok) v = x4[i4];
+            float2 ds;
+            const u32 q = rf_q8_1_x4(v, &ds);
+            if (ok) {
+                ((u32*)sq)[i4] = q;
+                if (i4 % 8 == 0) sds[i4 / 8] = ds;
+            }
+        }
+        __syncthreads();
+        xq = sq;
+        xds = sds;
+    } else {
+        xq = p.xq + (u64)b0 * p.cols;
+        xds = p.xds + (u64)b0 * (p.cols / 32);
+    }
+    float acc[NB];
+#pragma unroll
+    for (int r = 0; r < NB; r++) acc[r] = 0.0f;
+    for (u32 s0 = sub * WARP_SIZE + lane; s0 < nsl; s0 += MMVQ_UNROLL * stride) {
+        float t[MMVQ_UNROLL][NB];
+#pragma unroll
+        for (int u = 0; u < MMVQ_UNROLL; u++) {
+            const u32 s = min(s0 + u * stride, nsl - 1);
+            const u32 blk = s / Mmvq<T>::SPB, sl = s % Mmvq<T>::SPB;
+            const u32 e = blk * QInfo<T>::BLOCK;
+#pragma unroll
+            for (int r = 0; r < NB; r++) t[u][r] = 0.0f;
+            Mmvq<T>::template dot<NB>(w + (u64)blk * QInfo<T>::BYTES, (int)sl, xq + e, xds + e / 32,
+                                      p.cols, p.cols / 32, nb, t[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < MMVQ_UNROLL; u++)
+            if (s0 + u * stride < nsl)
+#pragma unroll
+                for (int r = 0; r < NB; r++) acc[r] += t[u][r];
+    }
+#pragma unroll
+    for (int r = 0; r < NB; r++) acc[r] = rf_warp_sum(acc[r]);
+    if (wpr > 1) {
+        if (lane == 0)
+#pragma unroll
+            for (int r = 0; r < NB; r++) part[warp][r] = acc[r];
+        __syncthreads();
+        if (sub != 0) return;
+#pragma unroll
+        for (int r = 0; r < NB; r++) {
+            float a = 0.0f;
+            for (u32 k = 0; k < wpr; k++) a += part[warp + k][r];
+            acc[r] = a;
+        }
+    }
+    if (lane == 0 && valid) {
+        const float bv = p.bias ? p.bias[row] : 0.0f;
+#pragma unroll
+        for (int r = 0; r < NB; r++)
+            if (r < nb) p.y[(u64)(b0 + r) * p.y_stride + row] = acc[r] + bv;
+    }
+}
+
+#define RF_MMVQ(T, s)                                                          \
+    RF_KERNEL void mmvq1_##s(const MmvqParams p) { mmvq<T, 1, false>(p); }  \
+    RF_KERNEL void mmvq4_##s(const MmvqParams p) { mmvq<T, 4, false>(p); }  \
+    RF_KERNEL void mmvqf1_##s(const MmvqParams p) { mmvq<T, 1, true>(p); } \
+    RF_KERNEL void mmvqf4_##s(const MmvqParams p) { mmvq<T, 4, true>(p); }
+RF_MMVQ(RF_Q4_0, q4_0)
+RF_MMVQ(RF_Q4_1, q4_1)
+RF_MMVQ(RF_Q5_0, q5_0)
+RF_MMVQ(RF_Q5_1, q5_1)
+RF_MMVQ(RF_Q8_0, q8_0)
+RF_MMVQ(RF_Q2_K, q2_k)
+RF_MMVQ(RF_Q3_K, q3_k)
+RF_MMVQ(RF_Q4_K, q4_k)
+RF_MMVQ(RF_Q5_K, q5_k)
+RF_MMVQ(RF_Q6_K, q6_k)

@@ -31,3 +31,70 @@ RF_KERNEL void rope_f32(const RopeParams p) {
         x[b] = x0 * s + x1 * c;
     }
 }
+
+// The attention input step fused: qkv is [tokens, (n_heads + 2 n_kv_heads) * head_dim] (Q | K | V
+// columns). Q heads are rotated into q_out, K heads rotated and V heads copied into the paged F16
+// caches ([blocks, n_kv_heads, 16, head_dim]) at each token's slot. Same arithmetic as rope_f32
+// followed by kv_store_f16. grid (tokens, n_heads + 2 n_kv_heads).
+struct QkvRopeStoreParams {
+    const float* qkv;
+    float* q_out;                // [tokens, n_heads * head_dim]
+    u16* k_cache;
+    u16* v_cache;
+    const u32* positions;        // [tokens]
+    const u32* seq_of_token;     // [tokens]
+    const u32* block_tables;     // [n_seqs, max_blocks]
+    const float* freq_factors;   // [rot_dim/2] or null
+    u32 n_heads;
+    u32 n_kv_heads;
+    u32 head_dim;
+    u32 rot_dim;
+    u32 neox;
+    u32 max_blocks;
+    float base;
+    float freq_scale;
+};
+
+#define QKV_KV_BLOCK 16u
+
+RF_KERNEL void qkv_rope_store_f32(const QkvRopeStoreParams p) {
+    const u32 t = blockIdx.x, h = blockIdx.y, D = p.head_dim;
+    const u32 width = (p.n_heads + 2 * p.n_kv_heads) * D;
+    const float* x = p.qkv + (u64)t * width + (u64)h * D;
+    const u32 pos = p.positions[t];
+    const bool is_q = h < p.n_heads;
+    const u32 g = is_q ? 0 : (h - p.n_heads) % p.n_kv_heads;
+    u64 dst = 0;
+    if (!is_q) {
+        const u32 blk =
+            p.block_tables[(u64)p.seq_of_token[t] * p.max_blocks + pos / QKV_KV_BLOCK];
+        dst = (((u64)blk * p.n_kv_heads + g) * QKV_KV_BLOCK + pos % QKV_KV_BLOCK) * D;
+    }
+    if (h >= p.n_heads + p.n_kv_heads) {  // V: copied
+        for (u32 d = threadIdx.x; d < D; d += blockDim.x) p.v_cache[dst + d] = rf_f2h(x[d]);
+        return;
+    }
+    float* q = is_q ? p.q_out + ((u64)t * p.n_heads + h) * D : (float*)0;
+    const u32 half = p.rot_dim / 2;
+    const float fpos = (float)pos;
+    for (u32 i = threadIdx.x; i < half; i += blockDim.x) {
+        float theta = fpos * p.freq_scale * powf(p.base, -2.0f * (float)i / (float)p.rot_dim);
+        if (p.freq_factors) theta /= p.freq_factors[i];
+        float s, c;
+        sincosf(theta, &s, &c);
+        const u32 a = p.neox ? i : 2 * i, b = p.neox ? i + half : 2 * i + 1;
+        const float x0 = x[a], x1 = x[b];
+        const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+        if (is_q) {
+            q[a] = y0;
+            q[b] = y1;
+        } else {
+            p.k_cache[dst + a] = rf_f2h(y0);
+            p.k_cache[dst + b] = rf_f2h(y1);
+        }
+    }
+    for (u32 d = p.rot_dim + threadIdx.x; d < D; d += blockDim.x) {
+        if (is_q) q[d] = x[d];
+        else p.k_cache[dst + d] = rf_f2h(x[d]);
+    }
+}

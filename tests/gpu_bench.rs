@@ -2,13 +2,17 @@
 //! products of one token, launched one by one and replayed as one CUDA/HIP graph.
 //! A benchmark, not a test: `#[ignore]`d, prints numbers, asserts nothing about time.
 //! Run: `cargo test --release --test gpu_bench -- --ignored --nocapture`.
+//! `MV_VARIANTS=v3,auto,w1,f0+w2` (comma-separated, options joined by `+`) times several matvec
+//! settings ([`rocmforge::backend::gpu::ops::matvec::Tuning`]): `v3` the float kernels, `auto`
+//! the defaults, `wN` N warps per row, `tN` the warp target, `fN` the fuse mode, `rN` the fuse
+//! row limit. Default: `v3,auto`.
 
 mod gpu_util;
 
 use std::time::Instant;
 
 use rand::Rng;
-use rocmforge::backend::gpu::ops::matvec::matvec;
+use rocmforge::backend::gpu::ops::matvec::{matvec, set_tuning, tuning, Tuning};
 use rocmforge::backend::gpu::ops::QMatrix;
 use rocmforge::backend::gpu::GpuBuffer;
 use rocmforge::quant::GgmlType;
@@ -46,6 +50,8 @@ fn decode_matvec_bandwidth() {
         dev.info(),
         dev.info().peak_bandwidth / 1e12
     );
+    let variants = std::env::var("MV_VARIANTS").unwrap_or_else(|_| "v3,auto".into());
+    let mut summary = Vec::new();
     for name in ["qwen2-0.5b Q8_0", "llama-7b Q4_K_M"] {
         // One buffer per distinct matrix, reused `count` times (as many layers read as many
         // distinct weights, allocate them all: the L2 cache must not serve repeats).
@@ -71,101 +77,129 @@ fn decode_matvec_bandwidth() {
                 bytes += rb * rows;
             }
         }
-        // Each shape alone (its `count` matrices in one graph).
-        {
+        for v in variants.split(',') {
+            let mut t = Tuning::default();
+            for o in v.split('+') {
+                let num = || o[1..].parse::<u32>().unwrap();
+                match o.as_bytes()[0] {
+                    b'a' => {}
+                    b'v' => t.float_path = true,
+                    b'w' => t.warps_per_row = num(),
+                    b't' => t.target_warps = num(),
+                    b'f' => t.fuse = num(),
+                    b'r' => t.fuse_rows = num(),
+                    _ => panic!("unknown variant {o}"),
+                }
+            }
+            set_tuning(t);
+            println!("{name}, variant {v}: {:?}", tuning());
+            // Each shape alone (its `count` matrices in one graph).
+            {
+                let maxc = mats.iter().map(|m| m.3).max().unwrap();
+                let maxr = mats.iter().map(|m| m.2).max().unwrap();
+                let x = dev.upload(&gpu_util::randn(&mut rng, maxc, 1.0)).unwrap();
+                let y = dev.alloc::<f32>(maxr).unwrap();
+                for (ty, rows, cols, _) in model(name) {
+                    let sel: Vec<_> = mats
+                        .iter()
+                        .filter(|m| m.1 == ty && m.2 == rows && m.3 == cols)
+                        .collect();
+                    let run = || {
+                        for (b, ty, rows, cols) in &sel {
+                            let w = QMatrix {
+                                data: b,
+                                offset: 0,
+                                ty: *ty,
+                                rows: *rows,
+                                cols: *cols,
+                            };
+                            matvec(&dev, &w, &x, None, &y, 1).unwrap();
+                        }
+                    };
+                    run();
+                    dev.begin_capture().unwrap();
+                    run();
+                    let g = dev.end_capture().unwrap();
+                    g.launch().unwrap();
+                    dev.synchronize().unwrap();
+                    let t0 = Instant::now();
+                    for _ in 0..10 {
+                        g.launch().unwrap();
+                    }
+                    dev.synchronize().unwrap();
+                    let t = t0.elapsed().as_secs_f64() / 10.0 / sel.len() as f64;
+                    let b = ty.row_bytes(cols as u64).unwrap() as f64 * rows as f64;
+                    println!(
+                        "  {ty} {rows}x{cols}: {:.1} us each, {:.0} GB/s",
+                        t * 1e6,
+                        b / t / 1e9
+                    );
+                }
+            }
             let maxc = mats.iter().map(|m| m.3).max().unwrap();
             let maxr = mats.iter().map(|m| m.2).max().unwrap();
             let x = dev.upload(&gpu_util::randn(&mut rng, maxc, 1.0)).unwrap();
             let y = dev.alloc::<f32>(maxr).unwrap();
-            for (ty, rows, cols, _) in model(name) {
-                let sel: Vec<_> = mats
-                    .iter()
-                    .filter(|m| m.1 == ty && m.2 == rows && m.3 == cols)
-                    .collect();
-                let run = || {
-                    for (b, ty, rows, cols) in &sel {
-                        let w = QMatrix {
-                            data: b,
-                            offset: 0,
-                            ty: *ty,
-                            rows: *rows,
-                            cols: *cols,
-                        };
-                        matvec(&dev, &w, &x, None, &y, 1).unwrap();
-                    }
-                };
-                run();
-                dev.begin_capture().unwrap();
-                run();
-                let g = dev.end_capture().unwrap();
-                g.launch().unwrap();
-                dev.synchronize().unwrap();
-                let t0 = Instant::now();
-                for _ in 0..10 {
-                    g.launch().unwrap();
+            let step = || {
+                for (b, ty, rows, cols) in &mats {
+                    let w = QMatrix {
+                        data: b,
+                        offset: 0,
+                        ty: *ty,
+                        rows: *rows,
+                        cols: *cols,
+                    };
+                    matvec(&dev, &w, &x, None, &y, 1).unwrap();
                 }
-                dev.synchronize().unwrap();
-                let t = t0.elapsed().as_secs_f64() / 10.0 / sel.len() as f64;
-                let b = ty.row_bytes(cols as u64).unwrap() as f64 * rows as f64;
-                println!(
-                    "  {ty} {rows}x{cols}: {:.1} us each, {:.0} GB/s",
-                    t * 1e6,
-                    b / t / 1e9
-                );
-            }
-        }
-        let maxc = mats.iter().map(|m| m.3).max().unwrap();
-        let maxr = mats.iter().map(|m| m.2).max().unwrap();
-        let x = dev.upload(&gpu_util::randn(&mut rng, maxc, 1.0)).unwrap();
-        let y = dev.alloc::<f32>(maxr).unwrap();
-        let step = || {
-            for (b, ty, rows, cols) in &mats {
-                let w = QMatrix {
-                    data: b,
-                    offset: 0,
-                    ty: *ty,
-                    rows: *rows,
-                    cols: *cols,
-                };
-                matvec(&dev, &w, &x, None, &y, 1).unwrap();
-            }
-        };
-        step();
-        dev.synchronize().unwrap();
-        let iters = 20;
-        let t0 = Instant::now();
-        for _ in 0..iters {
+            };
             step();
-        }
-        dev.synchronize().unwrap();
-        let eager = t0.elapsed().as_secs_f64() / iters as f64;
-        dev.begin_capture().unwrap();
-        step();
-        let graph = dev.end_capture().unwrap();
-        graph.launch().unwrap();
-        dev.synchronize().unwrap();
-        let mut times = Vec::new();
-        for _ in 0..5 {
+            dev.synchronize().unwrap();
+            let iters = 20;
             let t0 = Instant::now();
             for _ in 0..iters {
-                graph.launch().unwrap();
+                step();
             }
             dev.synchronize().unwrap();
-            times.push(t0.elapsed().as_secs_f64() / iters as f64);
+            let eager = t0.elapsed().as_secs_f64() / iters as f64;
+            dev.begin_capture().unwrap();
+            step();
+            let graph = dev.end_capture().unwrap();
+            graph.launch().unwrap();
+            dev.synchronize().unwrap();
+            let mut times = Vec::new();
+            for _ in 0..5 {
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    graph.launch().unwrap();
+                }
+                dev.synchronize().unwrap();
+                times.push(t0.elapsed().as_secs_f64() / iters as f64);
+            }
+            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let g = times[times.len() / 2];
+            let peak = dev.info().peak_bandwidth;
+            println!(
+                "{name}: {} matrices, {:.1} MB/token; eager {:.3} ms ({:.0} GB/s); graph {:.3} ms ({:.0} GB/s, {:.0}% of peak) -> matvec-only ceiling {:.0} t/s",
+                mats.len(),
+                bytes as f64 / 1e6,
+                eager * 1e3,
+                bytes as f64 / eager / 1e9,
+                g * 1e3,
+                bytes as f64 / g / 1e9,
+                100.0 * bytes as f64 / g / peak,
+                1.0 / g
+            );
+            summary.push(format!(
+                "{name} [{v}]: graph {:.3} ms ({:.0} GB/s), eager {:.3} ms",
+                g * 1e3,
+                bytes as f64 / g / 1e9,
+                eager * 1e3
+            ));
         }
-        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let g = times[times.len() / 2];
-        let peak = dev.info().peak_bandwidth;
-        println!(
-            "{name}: {} matrices, {:.1} MB/token; eager {:.3} ms ({:.0} GB/s); graph {:.3} ms ({:.0} GB/s, {:.0}% of peak) -> matvec-only ceiling {:.0} t/s",
-            mats.len(),
-            bytes as f64 / 1e6,
-            eager * 1e3,
-            bytes as f64 / eager / 1e9,
-            g * 1e3,
-            bytes as f64 / g / 1e9,
-            100.0 * bytes as f64 / g / peak,
-            1.0 / g
-        );
+    }
+    set_tuning(Tuning::default());
+    println!("summary:");
+    for l in summary {
+        println!("  {l}");
     }
 }

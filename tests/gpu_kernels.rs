@@ -16,14 +16,16 @@ use rocmforge::backend::gpu::ops::attention::{
     attention, kv_write, weighted_v, AttentionConfig, KvIndex, PagedKv,
 };
 use rocmforge::backend::gpu::ops::embedding::embedding;
-use rocmforge::backend::gpu::ops::matmul::{dequantize_f16, matmul};
-use rocmforge::backend::gpu::ops::matvec::matvec;
+use rocmforge::backend::gpu::ops::matmul::{
+    dequantize_f16, matmul, matmul_blas, matmul_tiled, BLAS_SCRATCH_BYTES,
+};
+use rocmforge::backend::gpu::ops::matvec::{self as mv, matvec};
 use rocmforge::backend::gpu::ops::rms_norm::rms_norm;
 use rocmforge::backend::gpu::ops::rope::{rope, RopeConfig, RopeMode};
 use rocmforge::backend::gpu::ops::softmax::softmax;
 use rocmforge::backend::gpu::ops::QMatrix;
 use rocmforge::backend::gpu::GpuDevice;
-use rocmforge::quant::{dequantize_row, GgmlType};
+use rocmforge::quant::{self, dequantize_row, GgmlType};
 
 /// Offsets of the f16 scale fields inside one block (random bytes elsewhere are all valid).
 fn scale_offsets(ty: GgmlType) -> &'static [usize] {
@@ -137,13 +139,15 @@ fn dot_err(
 
 fn shapes(ty: GgmlType) -> Vec<(usize, usize)> {
     let be = ty.block_elems().max(32);
-    // 4099 rows: the 4-rows-per-warp path (from 4096 rows) with a ragged last warp.
+    // 4099 rows: ragged last block of rows; 11008 columns: many blocks per row, a ragged last
+    // unrolled step; few rows with long rows take several warps per row.
     let mut v = vec![
         (1, be),
         (33, 2 * be),
         (7, 4096),
         (300, 896 / be * be + be),
         (4099, be),
+        (13, 11008),
     ];
     if be == 32 {
         v.push((65, 896));
@@ -151,23 +155,60 @@ fn shapes(ty: GgmlType) -> Vec<(usize, usize)> {
     v
 }
 
-/// Quantized matrix-vector for every type; tolerance 1e-6 of sum |w x| per output (f32
-/// accumulation of up to 4099 terms).
+/// Largest |x| of each `blk`-value block of x (rows of x are whole blocks).
+fn block_amax(x: &[f32], blk: usize) -> Vec<f64> {
+    x.chunks(blk)
+        .map(|c| c.iter().fold(0f64, |m, v| m.max(v.abs() as f64)))
+        .collect()
+}
+
+/// Quantized matrix-vector for every type, batch 1..5 and 8, every warps-per-row setting, x
+/// quantized in a separate launch and inside the product kernel, rows and columns ragged against
+/// the kernels' blocking. Outputs poisoned with NaN first.
+///
+/// Tolerance. Float weights: 1e-6 of sum |w x| per output (f32 accumulation). Quantized weights:
+/// the GPU rounds x to Q8_1 (int8, a scale per 32 values: |x - x^| <= d/2 with d = amax/127) and
+/// is then exact up to f32 rounding, so |gpu - exact| <= sum_k |w_k| d_k / 2 (x 1.001) + 1e-5 of
+/// sum |w x|; a wrong index or scale lands far outside that. Against the CPU backend's own
+/// quantized dot product (`vec_dot_ref`: x rounded to Q8_0 / Q8_1 with f16 scale and sum, or to
+/// Q8_K's 256-value blocks) the bound is the sum of both sides' rounding bounds, sum_k |w_k|
+/// (d_k / 2 + 0.6 amax_cpu_k / 127), plus 1e-3 of sum |w x| for the CPU's f16 block sums.
 #[test]
 fn matvec_all_types_match_cpu() {
     let Some(dev) = gpu_util::device("matvec_all_types_match_cpu") else {
         return;
     };
     let mut rng = gpu_util::rng("matvec_all_types_match_cpu");
+    let default = mv::tuning();
     for ty in GPU_TYPES {
+        let float = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
         let mut cases = shapes(ty);
-        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        if float {
             cases.extend([(5, 1), (17, 100), (9, 4099)]); // rows not a multiple of 32: element path
         }
         for (rows, cols) in cases {
-            for batch in [1usize, 3] {
+            // (vectors, warps per row (0: by shape), fuse mode (0 separate quantize launch, 2
+            // quantize inside the product kernel where it fits, 1 the default rule))
+            for (batch, wpr, fuse) in [
+                (1usize, 0u32, 1u32),
+                (1, 1, 0),
+                (1, 4, 2),
+                (2, 1, 0),
+                (3, 2, 2),
+                (4, 4, 1),
+                (5, 0, 2),
+                (8, 2, 0),
+            ] {
+                mv::set_tuning(mv::Tuning {
+                    warps_per_row: wpr,
+                    fuse,
+                    ..default
+                });
                 let (bytes, deq) = random_matrix(&mut rng, ty, rows, cols);
-                let x = randn(&mut rng, batch * cols, 1.0);
+                let mut x = randn(&mut rng, batch * cols, 1.0);
+                if cols >= 64 {
+                    x[32..64].fill(0.0); // an all-zero Q8_1 block
+                }
                 let bias = randn(&mut rng, rows, 1.0);
                 let wb = dev.upload(&bytes).unwrap();
                 let xb = dev.upload(&x).unwrap();
@@ -181,25 +222,71 @@ fn matvec_all_types_match_cpu() {
                     rows,
                     cols,
                 };
-                let with_bias = batch == 3;
+                let with_bias = batch % 2 == 1;
                 matvec(&dev, &w, &xb, with_bias.then_some(&bb), &yb, batch).unwrap();
                 let bias_ref = with_bias.then_some(&bias[..]);
                 let want = matmul_ref(&deq, &x, rows, cols, batch, bias_ref);
                 let got = dev.download(&yb).unwrap();
-                let e = dot_err(&got, &want, &deq, &x, rows, cols, bias_ref);
-                assert!(e < 1e-6, "matvec {ty} {rows}x{cols} batch {batch}: err {e}");
+                let what = format!("matvec {ty} {rows}x{cols} batch {batch} wpr {wpr} fuse {fuse}");
+                if float {
+                    let e = dot_err(&got, &want, &deq, &x, rows, cols, bias_ref);
+                    assert!(e < 1e-6, "{what}: err {e}");
+                    continue;
+                }
+                // The CPU backend's quantized dot product.
+                let rb = bytes.len() / rows;
+                let at = quant::vec_dot_type(ty);
+                let cpu_blk = at.block_elems();
+                let mut act = vec![0u8; at.row_bytes(cols as u64).unwrap() as usize];
+                let amax32 = block_amax(&x, 32);
+                let amax_cpu = block_amax(&x, cpu_blk);
+                for b in 0..batch {
+                    quant::quantize_row(at, &x[b * cols..(b + 1) * cols], &mut act).unwrap();
+                    for r in 0..rows {
+                        let g = got[b * rows + r] as f64;
+                        assert!(g.is_finite(), "{what}: output {b},{r} is {g}");
+                        let wr = &deq[r * cols..(r + 1) * cols];
+                        let xr = &x[b * cols..(b + 1) * cols];
+                        let (mut bound, mut bound_cpu, mut mag) = (0f64, 0f64, 0f64);
+                        for k in 0..cols {
+                            let aw = (wr[k] as f64).abs();
+                            bound += aw * amax32[(b * cols + k) / 32] / 127.0 / 2.0;
+                            bound_cpu += aw * 0.6 * amax_cpu[(b * cols + k) / cpu_blk] / 127.0;
+                            mag += aw * (xr[k] as f64).abs();
+                        }
+                        let bv = bias_ref.map_or(0.0, |bb| bb[r] as f64);
+                        mag += bv.abs();
+                        let e = (g - want[b * rows + r]).abs();
+                        let tol = bound * 1.001 + 1e-5 * mag;
+                        assert!(
+                            e <= tol,
+                            "{what}: output {b},{r}: {g} vs exact {}, err {e} > {tol}",
+                            want[b * rows + r]
+                        );
+                        let cpu = quant::vec_dot_ref(ty, &bytes[r * rb..(r + 1) * rb], &act, cols)
+                            as f64
+                            + bv;
+                        let e = (g - cpu).abs();
+                        let tol = bound * 1.001 + bound_cpu + 1e-3 * mag;
+                        assert!(
+                            e <= tol,
+                            "{what}: output {b},{r}: {g} vs CPU {cpu}, diff {e} > {tol}"
+                        );
+                    }
+                }
             }
         }
     }
+    mv::set_tuning(default);
 }
 
 /// Tiled matrix-matrix for every type; tolerance 1e-6 of sum |w x| per output.
 #[test]
-fn matmul_all_types_match_cpu() {
-    let Some(dev) = gpu_util::device("matmul_all_types_match_cpu") else {
+fn matmul_tiled_all_types_match_cpu() {
+    let Some(dev) = gpu_util::device("matmul_tiled_all_types_match_cpu") else {
         return;
     };
-    let mut rng = gpu_util::rng("matmul_all_types_match_cpu");
+    let mut rng = gpu_util::rng("matmul_tiled_all_types_match_cpu");
     for ty in GPU_TYPES {
         let be = ty.block_elems().max(32);
         for (rows, cols, tokens) in [
@@ -225,7 +312,7 @@ fn matmul_all_types_match_cpu() {
                 rows,
                 cols,
             };
-            matmul(&dev, &w, &xb, Some(&bb), &yb, tokens).unwrap();
+            matmul_tiled(&dev, &w, &xb, Some(&bb), &yb, tokens).unwrap();
             let want = matmul_ref(&deq, &x, rows, cols, tokens, Some(&bias));
             let got = dev.download(&yb).unwrap();
             let e = dot_err(&got, &want, &deq, &x, rows, cols, Some(&bias));
@@ -246,6 +333,113 @@ fn matmul_all_types_match_cpu() {
             let want: Vec<f64> = deq.iter().map(|&v| v as f64).collect();
             let e = rel_err(&got, &want);
             assert!(e < 1e-3, "dequantize_f16 {ty}: rel err {e}");
+        }
+    }
+}
+
+/// Tolerance of the cuBLAS path, per output, as a fraction of sum_k |w_rk x_tk| (+ |bias_r|):
+/// X and the dequantized weights are rounded to f16 (unit roundoff u = 2^-11 each, so each
+/// product is off by at most (2u + u^2) |w x| = 9.8e-4 |w x|), then accumulated in f32 (at most
+/// k 2^-24 = 2.4e-4 for k = 4096, far less in practice): 1.5e-3. F32 weights stay f32 (1e-5).
+fn blas_tol(ty: GgmlType) -> f64 {
+    if ty == GgmlType::F32 {
+        1e-5
+    } else {
+        1.5e-3
+    }
+}
+
+/// Whether a missing cuBLAS must fail the test (`ROCMFORGE_REQUIRE_CUBLAS` set: the H100 runs).
+fn blas_or_skip(done: bool, test: &str) -> bool {
+    if !done {
+        assert!(
+            std::env::var_os("ROCMFORGE_REQUIRE_CUBLAS").is_none(),
+            "{test}: cuBLAS required but not available"
+        );
+        println!("{test}: skipped: no cuBLAS on this device");
+    }
+    done
+}
+
+/// The cuBLAS path (f16 weights and activations, f32 accumulation) for every type at 5, 16, 33
+/// and 512 tokens, odd row counts, and row chunks forced small (a 37-row scratch, ragged last
+/// chunk) as well as the 64 MiB default; then `matmul` itself, which picks the path by token
+/// count. Tolerance: [`blas_tol`].
+#[test]
+fn matmul_blas_all_types_match_cpu() {
+    let test = "matmul_blas_all_types_match_cpu";
+    let Some(dev) = gpu_util::device(test) else {
+        return;
+    };
+    let mut rng = gpu_util::rng(test);
+    for ty in GPU_TYPES {
+        let be = ty.block_elems().max(32);
+        let mut cases = vec![(70, 2 * be), (129, be), (33, 4 * be)];
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            // Columns not a multiple of 32: F32/F16 go to cuBLAS as they are, BF16 is refused.
+            cases.extend([(17, 100), (5, 1), (64, 45)]);
+        }
+        for (rows, cols) in cases {
+            for tokens in [5usize, 16, 33, 512] {
+                let (bytes, deq) = random_matrix(&mut rng, ty, rows, cols);
+                let x = randn(&mut rng, tokens * cols, 1.0);
+                let bias = randn(&mut rng, rows, 1.0);
+                let (wb, xb, bb) = (
+                    dev.upload(&bytes).unwrap(),
+                    dev.upload(&x).unwrap(),
+                    dev.upload(&bias).unwrap(),
+                );
+                let w = QMatrix {
+                    data: &wb,
+                    offset: 0,
+                    ty,
+                    rows,
+                    cols,
+                };
+                let with_bias = tokens != 16;
+                let bias_ref = with_bias.then_some(&bias[..]);
+                let want = matmul_ref(&deq, &x, rows, cols, tokens, bias_ref);
+                let chunked = 2 * 37 * cols;
+                for scratch in [chunked, BLAS_SCRATCH_BYTES] {
+                    let yb = dev.alloc::<f32>(tokens * rows).unwrap();
+                    dev.memset(&yb, 0xff).unwrap();
+                    let done = matmul_blas(
+                        &dev,
+                        &w,
+                        &xb,
+                        with_bias.then_some(&bb),
+                        &yb,
+                        tokens,
+                        scratch,
+                    )
+                    .unwrap();
+                    let quantized_odd =
+                        !cols.is_multiple_of(32) && !matches!(ty, GgmlType::F32 | GgmlType::F16);
+                    if quantized_odd {
+                        assert!(!done, "{ty} with {cols} columns must be refused");
+                        continue;
+                    }
+                    if !blas_or_skip(done, test) {
+                        return;
+                    }
+                    let got = dev.download(&yb).unwrap();
+                    let e = dot_err(&got, &want, &deq, &x, rows, cols, bias_ref);
+                    assert!(
+                        e < blas_tol(ty),
+                        "matmul_blas {ty} {rows}x{cols} tokens {tokens} scratch {scratch}: err {e}"
+                    );
+                }
+                // The dispatcher (cuBLAS from BLAS_MIN_TOKENS on, else tiled).
+                let yb = dev.alloc::<f32>(tokens * rows).unwrap();
+                dev.memset(&yb, 0xff).unwrap();
+                matmul(&dev, &w, &xb, with_bias.then_some(&bb), &yb, tokens).unwrap();
+                let got = dev.download(&yb).unwrap();
+                let e = dot_err(&got, &want, &deq, &x, rows, cols, bias_ref);
+                assert!(
+                    e < blas_tol(ty),
+                    "matmul {ty} {rows}x{cols} tokens {tokens}: err {e}"
+                );
+            }
         }
     }
 }
@@ -787,6 +981,50 @@ fn attention_variants_match_cpu() {
                 causal: true,
                 window: Some(512),
                 softcap: Some(50.0),
+            },
+        );
+    }
+}
+
+/// The tiled prefill kernel (from 8 query tokens per sequence on): head dims 64/80/128/256
+/// (80: partial float4 groups per lane), a non-multiple of 16 (72: the per-token kernel),
+/// tiles spanning several sequences of different lengths, GQA, window and soft-capping;
+/// tolerance 1e-4 relative, as for the per-token kernel.
+#[test]
+fn attention_tiled_prefill_match_cpu() {
+    let Some(dev) = gpu_util::device("attention_tiled_prefill_match_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("attention_tiled_prefill_match_cpu");
+    for (kv_lens, q, n_heads, n_kv, head_dim, causal, window, softcap) in [
+        (
+            vec![200usize],
+            200usize,
+            14usize,
+            2usize,
+            64usize,
+            true,
+            None,
+            None,
+        ),
+        (vec![50, 17, 130], 130, 6, 3, 80, true, None, None),
+        (vec![97], 60, 4, 4, 128, false, None, None),
+        (vec![300], 300, 8, 2, 256, true, Some(100u32), Some(30.0f32)),
+        (vec![64, 45], 40, 4, 1, 72, true, Some(20), None),
+        (vec![33, 1, 70], 70, 2, 1, 64, true, Some(7), None),
+    ] {
+        run_attention_case(
+            &dev,
+            &mut rng,
+            &AttnCase {
+                kv_lens,
+                q,
+                n_heads,
+                n_kv,
+                head_dim,
+                causal,
+                window,
+                softcap,
             },
         );
     }

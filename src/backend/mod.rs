@@ -74,7 +74,7 @@ pub enum GluKind {
 }
 
 /// The operations a model needs. Shapes are `[rows, cols]`; `n` below is the number of tokens.
-pub trait Backend: Send + Sync + Sized {
+pub trait Backend: Send + Sync + Sized + 'static {
     /// An f32 activation matrix on the device.
     type Tensor: Send;
     /// A weight matrix in its GGUF type on the device.
@@ -126,6 +126,20 @@ pub trait Backend: Send + Sync + Sized {
     ) -> Result<Self::Tensor>;
     /// `x [n, cols] · wᵀ` -> `[n, rows]`.
     fn matmul(&self, w: &Self::Weight, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `x [n, cols] · wᵀ (+ b)` -> `[n, rows]`, the bias (`[1, rows]`) added to every row; a
+    /// GPU backend adds it in the product's kernel.
+    fn matmul_bias(
+        &self,
+        w: &Self::Weight,
+        x: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        let mut y = self.matmul(w, x)?;
+        if let Some(b) = b {
+            self.add_bias(&mut y, b)?;
+        }
+        Ok(y)
+    }
     /// `x += y` (same shape).
     fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
     /// `x[i, :] += b[0, :]` for every row.
@@ -152,12 +166,72 @@ pub trait Backend: Send + Sync + Sized {
     ) -> Result<Self::Tensor>;
     /// `act(gate) * up`, elementwise (same shapes).
     fn glu(&self, gate: &Self::Tensor, up: &Self::Tensor, kind: GluKind) -> Result<Self::Tensor>;
+    /// `act(gu[:, :h]) * gu[:, h:]` for `gu` `[n, 2h]`: gate and up side by side (the product
+    /// of concatenated gate and up weights). The default splits on the host.
+    fn glu_fused(&self, gu: &Self::Tensor, kind: GluKind) -> Result<Self::Tensor> {
+        let (n, w) = self.shape(gu);
+        if w % 2 != 0 {
+            return Err(crate::Error::InvalidInput(format!(
+                "glu_fused: {w} columns is not gate|up"
+            )));
+        }
+        let h = w / 2;
+        let host = self.to_host(gu)?;
+        let (mut g, mut u) = (Vec::with_capacity(n * h), Vec::with_capacity(n * h));
+        for row in host.chunks_exact(w) {
+            g.extend_from_slice(&row[..h]);
+            u.extend_from_slice(&row[h..]);
+        }
+        self.glu(&self.tensor(&g, n, h)?, &self.tensor(&u, n, h)?, kind)
+    }
+    /// The attention input step of fused Q/K/V products: `qkv` is `[n, q_cols + 2 kv_cols]`
+    /// (Q | K | V, `q_cols = rope_q.n_heads * head_dim`, `kv_cols = rope_k.n_heads * head_dim`).
+    /// Rotates Q and K, writes K and V into the caches at the batch's slots, returns Q. The
+    /// default splits on the host and calls `rope` and `kv_store`.
+    fn qkv_rope_store(
+        &self,
+        qkv: &Self::Tensor,
+        rope_q: &RopeParams,
+        rope_k: &RopeParams,
+        k_cache: &mut Self::Kv,
+        v_cache: &mut Self::Kv,
+        batch: &Batch,
+    ) -> Result<Self::Tensor> {
+        qkv_rope_store_split(self, qkv, rope_q, rope_k, k_cache, v_cache, batch)
+    }
     /// Softmax of each row in place.
     fn softmax(&self, x: &mut Self::Tensor) -> Result<()>;
     /// Index of the largest element of each row (the first one on ties).
     fn argmax(&self, x: &Self::Tensor) -> Result<Vec<u32>>;
     /// The rows `rows` of `x`, in that order.
     fn get_rows(&self, x: &Self::Tensor, rows: &[u32]) -> Result<Self::Tensor>;
+
+    // ---- passes ----
+
+    /// Whether models should stack Q/K/V and gate/up weights into one product each (one
+    /// launch instead of three or two on a GPU; the CPU keeps them apart).
+    fn fuse_projections(&self) -> bool {
+        false
+    }
+
+    /// An identity of a KV cache's storage (its device address on a GPU backend; 0 on a host
+    /// backend), so that a captured pass is replayed only over the same caches.
+    fn kv_id(&self, _kv: &Self::Kv) -> u64 {
+        0
+    }
+
+    /// Runs one forward pass over `batch`: `f` calls the ops. A GPU backend stages the batch's
+    /// index data once for all ops, and may capture a decode step as a graph and replay it for
+    /// later passes of the same shape over the same caches (`kv_key`) instead of calling `f`.
+    /// The tensor returned is valid until the next pass.
+    fn forward_pass(
+        &self,
+        _batch: &Batch,
+        _kv_key: u64,
+        f: &mut dyn FnMut() -> Result<Self::Tensor>,
+    ) -> Result<Self::Tensor> {
+        f()
+    }
 
     // ---- device access (GPU sampler) ----
 
@@ -170,4 +244,45 @@ pub trait Backend: Send + Sync + Sized {
     fn gpu_buffer<'a>(&'a self, _t: &'a Self::Tensor) -> Option<&'a gpu::GpuBuffer<f32>> {
         None
     }
+}
+
+/// [`Backend::qkv_rope_store`] by its parts: split on the host, `rope`, `kv_store`.
+pub fn qkv_rope_store_split<B: Backend>(
+    be: &B,
+    qkv: &B::Tensor,
+    rope_q: &RopeParams,
+    rope_k: &RopeParams,
+    k_cache: &mut B::Kv,
+    v_cache: &mut B::Kv,
+    batch: &Batch,
+) -> Result<B::Tensor> {
+    let (n, w) = be.shape(qkv);
+    let qc = rope_q.n_heads * rope_q.head_dim;
+    let kc = rope_k.n_heads * rope_k.head_dim;
+    if w != qc + 2 * kc {
+        return Err(crate::Error::InvalidInput(format!(
+            "qkv_rope_store: {w} columns for Q {qc} + K {kc} + V {kc}"
+        )));
+    }
+    let host = be.to_host(qkv)?;
+    let (mut q, mut k, mut v) = (
+        Vec::with_capacity(n * qc),
+        Vec::with_capacity(n * kc),
+        Vec::with_capacity(n * kc),
+    );
+    for row in host.chunks_exact(w) {
+        q.extend_from_slice(&row[..qc]);
+        k.extend_from_slice(&row[qc..qc + kc]);
+        v.extend_from_slice(&row[qc + kc..]);
+    }
+    let (mut q, mut k, v) = (
+        be.tensor(&q, n, qc)?,
+        be.tensor(&k, n, kc)?,
+        be.tensor(&v, n, kc)?,
+    );
+    be.rope(&mut q, batch.positions, rope_q)?;
+    be.rope(&mut k, batch.positions, rope_k)?;
+    be.kv_store(k_cache, &k, batch)?;
+    be.kv_store(v_cache, &v, batch)?;
+    Ok(q)
 }

@@ -1,10 +1,16 @@
 //! `rocmforge_cli bench`: llama-bench-style speed rows.
 //!
 //! `ppN`: one batch of N tokens from an empty cache; `tgN`: N tokens decoded one at a time
-//! from an empty cache, each one sampled (default sampling parameters: temperature 0.8, top-k 40,
-//! top-p 0.95, min-p 0.05) with `--sampler` and fed back, so tg includes sampling. Prompt tokens
-//! are random (speed does not depend on them). Each test runs once as a warm-up, then `-r` times;
-//! rows report the mean and standard deviation of tokens/s.
+//! from an empty cache, each one chosen with `--sampler` and fed back: by default the most likely
+//! token (`--sampling greedy`, the argmax; llama-bench feeds tokens without sampling at all), or
+//! with `--sampling default` a full draw (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05).
+//! Prompt tokens are random (speed does not depend on them). Each test runs once as a warm-up,
+//! then `-r` times; rows report the mean and standard deviation of tokens/s, and for tg the
+//! bytes of weights and KV cache read per token times t/s, against the device's peak.
+//!
+//! `--parallel 1,8,64`: llama-batched-bench through the serving engine: for each P, P requests
+//! of `-p` random prompt tokens and `-n` generated tokens (greedy, end-of-generation ignored) are
+//! submitted at once to an engine with P slots; rows report prompt, decode and overall tokens/s.
 
 use std::time::Instant;
 
@@ -49,9 +55,46 @@ pub struct BenchArgs {
     /// Where tg samples each token (default sampling parameters): auto, gpu or cpu.
     #[arg(long, default_value = "auto")]
     pub sampler: SamplerChoice,
+    /// How tg chooses each token: greedy (argmax) or default (a full draw).
+    #[arg(long, value_enum, default_value_t = Sampling::Greedy)]
+    pub sampling: Sampling,
+    /// Batched serving instead: numbers of parallel sequences (comma-separated), each with `-p`
+    /// prompt and `-n` generated tokens, through the engine.
+    #[arg(long, value_delimiter = ',')]
+    pub parallel: Vec<usize>,
+    /// F16 copies of the quantized weights for batched products (GPU): auto (with --parallel,
+    /// when they fit in 40% of free memory), on, off. Plain pp/tg runs keep them off unless on.
+    #[arg(long, value_enum, default_value_t = BatchF16Arg::Auto)]
+    pub batch_f16: BatchF16Arg,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
     pub output: Format,
+}
+
+/// `--batch-f16` of bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchF16Arg {
+    Auto,
+    On,
+    Off,
+}
+
+/// How `tg` picks each token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sampling {
+    /// The most likely token.
+    Greedy,
+    /// Temperature 0.8, top-k 40, top-p 0.95, min-p 0.05.
+    Default,
+}
+
+impl Sampling {
+    fn params(self) -> SamplingParams {
+        match self {
+            Sampling::Greedy => SamplingParams::greedy(),
+            Sampling::Default => SamplingParams::default(),
+        }
+    }
 }
 
 /// One result row.
@@ -70,6 +113,20 @@ pub struct Row {
     pub avg_ts: f64,
     pub stddev_ts: f64,
     pub samples_ts: Vec<f64>,
+    /// tg: weights and KV bytes read per token times the mean t/s, in GB/s.
+    pub read_gbs: Option<f64>,
+    /// tg: `read_gbs` as a percentage of the device's peak memory bandwidth.
+    pub peak_pct: Option<f64>,
+}
+
+/// Device memory held after the runs (GPU backends).
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryRow {
+    pub weights_mib: f64,
+    pub kv_mib: f64,
+    pub scratch_mib: f64,
+    /// Scratch as a percentage of weights + KV cache.
+    pub scratch_pct: f64,
 }
 
 /// llama.cpp's name of `general.file_type`.
@@ -112,6 +169,7 @@ fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
 pub fn time_run<B: Backend>(
     model: &Model<B>,
     sampler: &mut TokenSampler,
+    params: &SamplingParams,
     n_prompt: usize,
     n_gen: usize,
 ) -> Result<f64> {
@@ -120,7 +178,6 @@ pub fn time_run<B: Backend>(
     let mut kv = model.new_kv_cache(n_blocks)?;
     let table: Vec<u32> = (0..n_blocks as u32).collect();
     let mut toks = tokens(n_ctx.max(1), model.config().n_vocab);
-    let params = SamplingParams::default();
     let t0 = Instant::now();
     let mut step = |toks: &[u32], start: usize, n: usize| -> Result<u32> {
         let positions: Vec<u32> = (start as u32..(start + n) as u32).collect();
@@ -138,7 +195,7 @@ pub fn time_run<B: Backend>(
         };
         let logits = model.forward_device(&batch, &mut kv)?;
         let row = SampleRow {
-            params: &params,
+            params,
             recent: &toks[start.saturating_sub(params.penalty_last_n)..start + n],
             seq_id: 0,
             step: start as u64,
@@ -168,10 +225,27 @@ fn mean_sd(x: &[f64]) -> (f64, f64) {
     (m, sd)
 }
 
-/// Runs the pp and tg tests on `model`.
+/// Bytes a decode step reads besides the KV cache: every weight, except the token embedding
+/// table when a separate output matrix exists (then only one of its rows is read).
+fn weight_bytes_per_token(g: &crate::gguf::GgufFile) -> u64 {
+    let has_output = g.tensors().iter().any(|t| t.name == "output.weight");
+    g.tensors()
+        .iter()
+        .filter(|t| !(has_output && t.name == "token_embd.weight"))
+        .map(|t| t.n_bytes)
+        .sum()
+}
+
+/// KV cache bytes (F16 K and V, every layer) read per token at KV length `len`.
+fn kv_bytes_at(c: &crate::model::Config, len: f64) -> f64 {
+    (c.n_layer * 2 * c.n_head_kv * c.head_dim * 2) as f64 * len
+}
+
+/// Runs the pp and tg tests on `model`; tg picks tokens with `params`.
 pub fn bench<B: Backend>(
     model: &Model<B>,
     sampler: &mut TokenSampler,
+    params: &SamplingParams,
     n_prompt: usize,
     n_gen: usize,
     reps: usize,
@@ -184,7 +258,7 @@ pub fn bench<B: Backend>(
     let g = model.gguf();
     let c = model.config();
     let size: u64 = g.tensors().iter().map(|t| t.n_bytes).sum();
-    let params = crate::model::Config::n_params(g);
+    let n_params = crate::model::Config::n_params(g);
     let name = format!(
         "{} {}",
         c.arch.name(),
@@ -195,17 +269,29 @@ pub fn bench<B: Backend>(
         if np + ng == 0 {
             continue;
         }
-        time_run(model, sampler, np, ng)?; // warm-up
+        time_run(model, sampler, params, np, ng)?; // warm-up
         let mut samples = Vec::with_capacity(reps);
         for _ in 0..reps {
-            let s = time_run(model, sampler, np, ng)?;
+            let s = time_run(model, sampler, params, np, ng)?;
             samples.push((np + ng) as f64 / s);
         }
         let (avg, sd) = mean_sd(&samples);
+        // tg from an empty cache: the KV length runs 1..=ng, (ng + 1) / 2 on average.
+        let read_gbs = (ng > 0).then(|| {
+            let per_token =
+                weight_bytes_per_token(g) as f64 + kv_bytes_at(c, (ng + 1) as f64 / 2.0);
+            per_token * avg / 1e9
+        });
+        let peak = model
+            .backend()
+            .gpu_device()
+            .map(|d| d.info().peak_bandwidth)
+            .filter(|&p| p > 0.0);
+        let peak_pct = read_gbs.zip(peak).map(|(r, p)| 100.0 * r * 1e9 / p);
         rows.push(Row {
             model: name.clone(),
             size,
-            params,
+            params: n_params,
             backend: model.backend().name(),
             threads: model.backend().threads(),
             sampler: sampler.name().to_string(),
@@ -219,20 +305,40 @@ pub fn bench<B: Backend>(
             avg_ts: avg,
             stddev_ts: sd,
             samples_ts: samples,
+            read_gbs,
+            peak_pct,
         });
     }
     Ok(rows)
 }
 
+/// The device memory a GPU backend holds for `model` with a KV cache of `kv_blocks` blocks.
+pub fn memory_row<B: Backend>(model: &Model<B>, kv_blocks: usize) -> Option<MemoryRow> {
+    let (plain, scratch) = model.backend().gpu_device()?.memory_use();
+    let c = model.config();
+    let kv = (kv_blocks * BLOCK_SIZE) as f64 * kv_bytes_at(c, 1.0);
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    // plain = weights + the KV cache (+ a few KiB of staging)
+    let weights = (plain as f64 - kv).max(0.0);
+    Some(MemoryRow {
+        weights_mib: mib(weights),
+        kv_mib: mib(kv),
+        scratch_mib: mib(scratch as f64),
+        scratch_pct: 100.0 * scratch as f64 / (plain as f64).max(1.0),
+    })
+}
+
 /// Rows as llama-bench's markdown table.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| model | size | params | backend | threads | sampler | test | t/s |\n\
-         | --- | ---: | ---: | --- | ---: | --- | ---: | ---: |\n",
+        "| model | size | params | backend | threads | sampler | test | t/s | read GB/s | of peak |\n\
+         | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |\n",
     );
     for r in rows {
+        let opt =
+            |v: Option<f64>, suffix: &str| v.map_or(String::new(), |v| format!("{v:.0}{suffix}"));
         s += &format!(
-            "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {} | {:.2} ± {:.2} |\n",
+            "| {} | {:.2} MiB | {:.2} M | {} | {} | {} | {} | {:.2} ± {:.2} | {} | {} |\n",
             r.model,
             r.size as f64 / (1024.0 * 1024.0),
             r.params as f64 / 1e6,
@@ -241,7 +347,9 @@ pub fn markdown(rows: &[Row]) -> String {
             r.sampler,
             r.test,
             r.avg_ts,
-            r.stddev_ts
+            r.stddev_ts,
+            opt(r.read_gbs, ""),
+            opt(r.peak_pct, "%"),
         );
     }
     s
@@ -252,23 +360,59 @@ struct Task {
     n_gen: usize,
     reps: usize,
     sampler: SamplerChoice,
+    sampling: Sampling,
+    parallel: Vec<usize>,
+    batch_f16: BatchF16Arg,
     output: Format,
 }
 
 impl device::ModelTask for Task {
     type Output = ();
+    fn batch_f16(&self) -> device::BatchF16 {
+        match self.batch_f16 {
+            BatchF16Arg::On => device::BatchF16::On,
+            BatchF16Arg::Off => device::BatchF16::Off,
+            BatchF16Arg::Auto if self.parallel.is_empty() => device::BatchF16::Off,
+            BatchF16Arg::Auto => device::BatchF16::Auto,
+        }
+    }
     fn run<B: Backend>(self, model: Model<B>, _load_s: f64) -> Result<()> {
+        if !self.parallel.is_empty() {
+            return parallel::run(model, &self);
+        }
         let mut sampler = TokenSampler::new(model.backend(), self.sampler)?;
         eprintln!(
-            "bench: sampling every token on the {} (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05)",
-            sampler.name().to_uppercase()
+            "bench: tg picks every token on the {} ({})",
+            sampler.name().to_uppercase(),
+            match self.sampling {
+                Sampling::Greedy => "greedy",
+                Sampling::Default => "temperature 0.8, top-k 40, top-p 0.95, min-p 0.05",
+            }
         );
-        let rows = bench(&model, &mut sampler, self.n_prompt, self.n_gen, self.reps)?;
+        let params = self.sampling.params();
+        let rows = bench(
+            &model,
+            &mut sampler,
+            &params,
+            self.n_prompt,
+            self.n_gen,
+            self.reps,
+        )?;
+        let n_blocks = (self.n_prompt.max(self.n_gen)).div_ceil(BLOCK_SIZE).max(1);
+        let mem = memory_row(&model, n_blocks);
         match self.output {
-            Format::Md => print!("{}", markdown(&rows)),
+            Format::Md => {
+                print!("{}", markdown(&rows));
+                if let Some(m) = &mem {
+                    println!(
+                        "\nGPU memory: weights {:.1} MiB, KV cache {:.1} MiB, scratch {:.1} MiB ({:.1}% of weights + KV)",
+                        m.weights_mib, m.kv_mib, m.scratch_mib, m.scratch_pct
+                    );
+                }
+            }
             Format::Json => println!(
                 "{}",
-                serde_json::to_string_pretty(&rows)
+                serde_json::to_string_pretty(&serde_json::json!({"rows": rows, "memory": mem}))
                     .map_err(|e| Error::InvalidInput(format!("json: {e}")))?
             ),
         }
@@ -283,7 +427,193 @@ pub fn run(args: BenchArgs) -> Result<()> {
         n_gen: args.n_gen,
         reps: args.reps,
         sampler: args.sampler,
+        sampling: args.sampling,
+        parallel: args.parallel,
+        batch_f16: args.batch_f16,
         output: args.output,
     };
     device::with_model(&args.gguf, args.device, args.threads, task)
+}
+
+/// `--parallel`: llama-batched-bench through the serving engine.
+mod parallel {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use serde::Serialize;
+
+    use super::{tokens, Format, Task};
+    use crate::backend::Backend;
+    use crate::engine::{self, EngineConfig, Event, GenRequest, Metrics, SamplingSpec};
+    use crate::model::{Model, BLOCK_SIZE};
+    use crate::server::adapters::{GgufTokenizer, LoadedModel};
+    use crate::tokenizer::Tokenizer;
+    use crate::{Error, Result};
+
+    /// One `--parallel` result.
+    #[derive(Debug, Clone, Serialize)]
+    pub struct ParallelRow {
+        pub parallel: usize,
+        pub n_prompt: usize,
+        pub n_gen: usize,
+        /// Seconds from submitting to the last request's end.
+        pub seconds: f64,
+        /// Prompt tokens / seconds until every request had its first token.
+        pub pp_ts: f64,
+        /// Tokens generated after every request had its first token / the seconds from then to
+        /// the end (all sequences decoding together: llama-batched-bench's S_TG).
+        pub tg_ts: f64,
+        /// (prompt + generated tokens) / seconds (llama-batched-bench's S).
+        pub total_ts: f64,
+    }
+
+    pub fn run<B: Backend>(model: Model<B>, t: &Task) -> Result<()> {
+        if t.n_gen == 0 || t.n_prompt == 0 {
+            return Err(Error::InvalidInput(
+                "--parallel needs -p > 0 and -n > 0".into(),
+            ));
+        }
+        if let Some(&p) = t.parallel.iter().find(|&&p| p == 0) {
+            return Err(Error::InvalidInput(format!(
+                "--parallel {p}: must be positive"
+            )));
+        }
+        let max_p = t.parallel.iter().copied().max().unwrap_or(1);
+        let n_ctx = t.n_prompt + t.n_gen;
+        let n_blocks = max_p * n_ctx.div_ceil(BLOCK_SIZE) + 1;
+        let n_vocab = model.config().n_vocab;
+        let tok = Arc::new(GgufTokenizer(Arc::new(Tokenizer::from_gguf(model.gguf())?)));
+        let cfg = EngineConfig {
+            max_seqs: max_p,
+            token_budget: 2048.max(max_p),
+            queue_size: max_p,
+            n_ctx,
+        };
+        let choice = t.sampler;
+        let load = move || -> Result<engine::core::ModelParts> {
+            let m = LoadedModel::new(model, n_blocks, n_ctx)?.with_sampler(choice)?;
+            eprintln!(
+                "bench --parallel: sampling on the {}",
+                if engine::StepModel::samples_on_device(&m) {
+                    "GPU"
+                } else {
+                    "CPU"
+                }
+            );
+            Ok((Box::new(m), Box::new(engine::sampling::CpuSampler)))
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = engine::spawn(cfg, tok, Arc::new(Metrics::default()), load, move |r| {
+            let _ = ready_tx.send(r);
+        })?;
+        ready_rx
+            .recv()
+            .map_err(|_| Error::Model("engine thread ended while loading".into()))??;
+        let mut rows = Vec::new();
+        // a warm-up round at the largest P (kernels compiled, graphs captured, pools filled)
+        round(&handle, max_p, t.n_prompt, t.n_gen, n_vocab, 0)?;
+        for (i, &p) in t.parallel.iter().enumerate() {
+            rows.push(round(&handle, p, t.n_prompt, t.n_gen, n_vocab, i + 1)?);
+        }
+        handle.shutdown();
+        match t.output {
+            Format::Md => {
+                println!("| P | prompt | gen | s | pp t/s | tg t/s | total t/s |");
+                println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+                for r in &rows {
+                    println!(
+                        "| {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.0} |",
+                        r.parallel, r.n_prompt, r.n_gen, r.seconds, r.pp_ts, r.tg_ts, r.total_ts
+                    );
+                }
+            }
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&rows)
+                    .map_err(|e| Error::InvalidInput(format!("json: {e}")))?
+            ),
+        }
+        Ok(())
+    }
+
+    /// Submits `p` requests at once and waits for them all.
+    fn round(
+        h: &engine::EngineHandle,
+        p: usize,
+        n_prompt: usize,
+        n_gen: usize,
+        n_vocab: usize,
+        salt: usize,
+    ) -> Result<ParallelRow> {
+        // distinct random prompts (no prefix sharing), different per round
+        let all = tokens((p * n_prompt + salt * 7919) * 2, n_vocab);
+        let t0 = Instant::now();
+        let stamps = Arc::new(Mutex::new(Vec::<(usize, f64)>::new()));
+        let mut threads = Vec::with_capacity(p);
+        for i in 0..p {
+            let off = salt * 7919 + i * n_prompt;
+            let req = GenRequest {
+                prompt: all[off..off + n_prompt].to_vec(),
+                max_tokens: n_gen,
+                sampling: SamplingSpec {
+                    temperature: 0.0,
+                    ..Default::default()
+                },
+                stop: Vec::new(),
+                logprobs: None,
+                ignore_eos: true,
+            };
+            let (_, mut rx) = h
+                .submit(req)
+                .map_err(|e| Error::Model(format!("submit: {e:?}")))?;
+            let stamps = stamps.clone();
+            threads.push(std::thread::spawn(move || -> Result<usize> {
+                let mut n = 0;
+                while let Some(ev) = rx.blocking_recv() {
+                    match ev {
+                        Event::Delta { .. } => {
+                            if let Ok(mut s) = stamps.lock() {
+                                s.push((i, t0.elapsed().as_secs_f64()));
+                            }
+                        }
+                        Event::Done { usage, .. } => n = usage.completion_tokens,
+                        Event::Error(e) => return Err(Error::Model(e)),
+                    }
+                }
+                Ok(n)
+            }));
+        }
+        let mut generated = 0;
+        for t in threads {
+            generated += t
+                .join()
+                .map_err(|_| Error::Model("collector thread panicked".into()))??;
+        }
+        let end = t0.elapsed().as_secs_f64();
+        if generated != p * n_gen {
+            return Err(Error::Model(format!(
+                "{generated} tokens generated, expected {}",
+                p * n_gen
+            )));
+        }
+        let stamps = stamps
+            .lock()
+            .map_err(|_| Error::Model("stamps poisoned".into()))?;
+        // when every request had its first token
+        let mut first = vec![f64::INFINITY; p];
+        for &(i, t) in stamps.iter() {
+            first[i] = first[i].min(t);
+        }
+        let prefilled = first.iter().copied().fold(0.0, f64::max);
+        let after = stamps.iter().filter(|&&(_, t)| t > prefilled).count();
+        Ok(ParallelRow {
+            parallel: p,
+            n_prompt,
+            n_gen,
+            seconds: end,
+            pp_ts: (p * n_prompt) as f64 / prefilled,
+            tg_ts: after as f64 / (end - prefilled).max(1e-9),
+            total_ts: (p * (n_prompt + n_gen)) as f64 / end,
+        })
+    }
 }

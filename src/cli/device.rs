@@ -7,6 +7,7 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::backend::GpuBackend;
 use crate::backend::gpu::{open_auto, GpuDevice, GpuKind};
 use crate::backend::Backend;
+use crate::gguf::GgufFile;
 use crate::model::Model;
 
 /// Where a command runs.
@@ -87,6 +88,10 @@ pub trait ModelTask {
     type Output;
     /// Runs on `model`, which took `load_s` seconds to load.
     fn run<B: Backend>(self, model: Model<B>, load_s: f64) -> crate::Result<Self::Output>;
+    /// Whether a GPU backend should keep F16 copies of the weights (batched work).
+    fn batch_f16(&self) -> BatchF16 {
+        BatchF16::Off
+    }
 }
 
 /// Sets rayon's global pool to `threads` (default: every core); later calls keep the first.
@@ -108,6 +113,51 @@ pub fn init_threads(threads: Option<usize>) -> crate::Result<usize> {
     Ok(rayon::current_num_threads())
 }
 
+/// `--batch-f16 auto|on|off`: whether a GPU backend keeps F16 copies of quantized weight
+/// matrices for batched products (see [`GpuBackend::with_f16_batch_weights`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BatchF16 {
+    /// On when the copies take at most 40% of the device's free memory.
+    Auto,
+    /// Always.
+    On,
+    /// Never: batched products dequantize each matrix as they go.
+    #[default]
+    Off,
+}
+
+impl BatchF16 {
+    /// Whether to keep the copies for the model in `file` on `dev`.
+    pub fn wanted(self, dev: &crate::backend::gpu::GpuDevice, file: &GgufFile) -> bool {
+        match self {
+            BatchF16::On => true,
+            BatchF16::Off => false,
+            BatchF16::Auto => {
+                let bytes = f16_copy_bytes(file);
+                let free = dev.mem_info().map(|(free, _)| free).unwrap_or(0);
+                let on = bytes as f64 <= 0.4 * free as f64;
+                tracing::info!(
+                    "F16 copies of the quantized weights for batched products: {} ({:.0} MiB, {:.0} MiB free)",
+                    if on { "on" } else { "off" },
+                    bytes as f64 / 1048576.0,
+                    free as f64 / 1048576.0
+                );
+                on
+            }
+        }
+    }
+}
+
+/// Bytes of F16 copies of the quantized 2-D tensors of `file`.
+pub fn f16_copy_bytes(file: &GgufFile) -> u64 {
+    use crate::quant::GgmlType;
+    file.tensors()
+        .iter()
+        .filter(|t| t.dims.len() == 2 && !matches!(t.ty, GgmlType::F16 | GgmlType::F32))
+        .map(|t| t.n_elements() * 2)
+        .sum()
+}
+
 /// Loads the model at `path` on `device` and runs `task` on it.
 pub fn with_model<T: ModelTask>(
     path: &std::path::Path,
@@ -126,7 +176,10 @@ pub fn with_model<T: ModelTask>(
             let t0 = std::time::Instant::now();
             match device.open_gpu()? {
                 Some(dev) => {
-                    let model = Model::open(path, GpuBackend::new(dev))?;
+                    let file = std::sync::Arc::new(GgufFile::open(path)?);
+                    let f16 = task.batch_f16().wanted(&dev, &file);
+                    let be = GpuBackend::new(dev).with_f16_batch_weights(f16);
+                    let model = Model::load(file, be)?;
                     task.run(model, t0.elapsed().as_secs_f64())
                 }
                 None => {

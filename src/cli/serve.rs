@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::gpu::backend::GpuBackend;
-use crate::cli::device::Device;
+use crate::cli::device::{BatchF16, Device};
 use crate::engine::sampling::CpuSampler;
 use crate::engine::{self, EngineConfig, Metrics};
 use crate::gguf::GgufFile;
@@ -56,20 +56,19 @@ pub struct ServeArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Where to sample: auto, gpu or cpu. The engine's batch loop takes host logits, so serve
-    /// samples on the CPU for now; `gpu` is refused with the reason.
+    /// Where to sample: auto (the GPU sampler with a GPU device), gpu or cpu (logits copied to
+    /// the host every step).
     #[arg(long, default_value = "auto")]
     pub sampler: SamplerChoice,
+    /// F16 copies of the quantized weights for batched products on a GPU: auto (when they fit
+    /// in 40% of free memory), on, off.
+    #[arg(long, value_enum, default_value_t = BatchF16::Auto)]
+    pub batch_f16: BatchF16,
 }
 
-/// Checks `--sampler` against the backend (`gpu_backend`): the engine samples on the CPU.
+/// Checks `--sampler` against the backend (`gpu_backend`): `gpu` needs a GPU device.
 pub fn check_sampler(choice: SamplerChoice, gpu_backend: bool) -> Result<()> {
-    if choice.use_gpu(gpu_backend)? && choice == SamplerChoice::Gpu {
-        return Err(Error::InvalidInput(
-            "--sampler gpu: serve's engine samples host logits; the GPU sampler is wired into generate and bench only (use auto or cpu)".into(),
-        ));
-    }
-    Ok(())
+    choice.use_gpu(gpu_backend).map(|_| ())
 }
 
 fn positive(name: &str, v: usize) -> Result<()> {
@@ -160,6 +159,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         };
         let device = args.device;
         let sampler = args.sampler;
+        let batch_f16 = args.batch_f16;
         let load_file = file.clone();
         // Built on the engine thread, so a GPU context never crosses threads.
         let load = move || -> Result<engine::core::ModelParts> {
@@ -168,15 +168,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 _ => device.open_gpu()?,
             };
             check_sampler(sampler, gpu.is_some())?;
-            tracing::info!("sampler: CPU (--sampler {sampler})");
             let model: Box<dyn engine::StepModel> = match gpu {
                 Some(dev) => {
                     tracing::info!("device: GPU");
-                    let model = Model::load(load_file, GpuBackend::new(dev))?;
-                    Box::new(LoadedModel::new(model, n_blocks, n_ctx)?)
+                    let f16 = batch_f16.wanted(&dev, &load_file);
+                    let be = GpuBackend::new(dev).with_f16_batch_weights(f16);
+                    let model = Model::load(load_file, be)?;
+                    let m = LoadedModel::new(model, n_blocks, n_ctx)?.with_sampler(sampler)?;
+                    let on = if engine::StepModel::samples_on_device(&m) {
+                        "GPU"
+                    } else {
+                        "CPU"
+                    };
+                    tracing::info!("sampler: {on} (--sampler {sampler})");
+                    Box::new(m)
                 }
                 None => {
-                    tracing::info!("device: CPU");
+                    tracing::info!("device: CPU; sampler: CPU");
                     let model = Model::load(load_file, CpuBackend::new())?;
                     Box::new(LoadedModel::new(model, n_blocks, n_ctx)?)
                 }
@@ -270,17 +278,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sampler_gpu_is_refused_with_a_reason() {
+    fn sampler_gpu_needs_a_gpu_device() {
         let cpu_err = check_sampler(SamplerChoice::Gpu, false).unwrap_err();
         assert!(
             cpu_err.to_string().contains("needs a GPU device"),
             "{cpu_err}"
         );
-        let gpu_err = check_sampler(SamplerChoice::Gpu, true).unwrap_err();
-        assert!(
-            gpu_err.to_string().contains("generate and bench"),
-            "{gpu_err}"
-        );
+        assert!(check_sampler(SamplerChoice::Gpu, true).is_ok());
         for gpu in [false, true] {
             assert!(check_sampler(SamplerChoice::Auto, gpu).is_ok());
             assert!(check_sampler(SamplerChoice::Cpu, gpu).is_ok());

@@ -12,10 +12,10 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::metrics::Metrics;
 use super::request::{Event, FinishReason, GenRequest, TokenLogprob, Usage};
-use super::runner::run_step;
+use super::runner::{run_step, StepResult};
 use super::scheduler::{Scheduler, SchedulerConfig};
 use super::stop::StopMatcher;
-use super::{SampleArgs, StepModel, TextDecoder, TokenSampler, Vocab};
+use super::{Draw, SampleArgs, StepModel, TextDecoder, TokenSampler, Vocab};
 use crate::{Error, Result};
 
 /// Engine limits.
@@ -324,8 +324,39 @@ impl EngineLoop {
         if out.seqs.is_empty() {
             return false;
         }
-        let logits = match run_step(self.model.as_mut(), &self.sched, &out) {
-            Ok(l) => l,
+        let on_device = self.model.samples_on_device();
+        let mut specs = Vec::new();
+        let mut host_logits = false;
+        if on_device {
+            for x in out.seqs.iter().filter(|x| x.wants_logits) {
+                let (Some(st), Some(seq)) = (self.reqs.get(&x.id), self.sched.running_seq(x.id))
+                else {
+                    continue;
+                };
+                let n = seq.tokens.len();
+                let last_n = st.req.sampling.penalty_last_n.min(n);
+                host_logits |= st.req.logprobs.is_some();
+                specs.push((x.id, n - last_n, st.seed, st.seq_id, st.n_generated as u64));
+            }
+        }
+        let result = {
+            let mut draws = Vec::with_capacity(specs.len());
+            for &(id, from, seed, seq_id, step) in &specs {
+                if let (Some(st), Some(seq)) = (self.reqs.get(&id), self.sched.running_seq(id)) {
+                    draws.push(Draw {
+                        spec: &st.req.sampling,
+                        seed,
+                        recent: &seq.tokens[from..],
+                        seq_id,
+                        step,
+                    });
+                }
+            }
+            let d = on_device.then_some((draws.as_slice(), host_logits));
+            run_step(self.model.as_mut(), &self.sched, &out, d)
+        };
+        let result = match result {
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!("forward failed: {e}");
                 for x in &out.seqs {
@@ -340,14 +371,21 @@ impl EngineLoop {
         };
         self.sched.commit(&out);
         let n_vocab = self.model.n_vocab();
+        let (tokens, logits) = match result {
+            StepResult::Logits(l) => (None, Some(l)),
+            StepResult::Tokens(t, l) => (Some(t), l),
+        };
         let mut row = 0;
         for x in &out.seqs {
             if !x.wants_logits {
                 continue;
             }
-            let l = &logits[row * n_vocab..(row + 1) * n_vocab];
+            let l = logits
+                .as_ref()
+                .map(|l| &l[row * n_vocab..(row + 1) * n_vocab]);
+            let token = tokens.as_ref().map(|t| t[row]);
             row += 1;
-            if let Err(e) = self.next_token(x.id, l) {
+            if let Err(e) = self.next_token(x.id, l, token) {
                 if let Some(st) = self.drop_request(x.id) {
                     let _ = st.tx.send(Event::Error(e.to_string()));
                 }
@@ -356,8 +394,9 @@ impl EngineLoop {
         true
     }
 
-    /// Samples, records and streams the next token of `id`; finishes it when it is done.
-    fn next_token(&mut self, id: u64, logits: &[f32]) -> Result<()> {
+    /// Records and streams the next token of `id` (`token` when the device drew it, else sampled
+    /// here from `logits`); finishes the request when it is done.
+    fn next_token(&mut self, id: u64, logits: Option<&[f32]>, token: Option<u32>) -> Result<()> {
         let Some(st) = self.reqs.get_mut(&id) else {
             return Ok(());
         };
@@ -367,17 +406,25 @@ impl EngineLoop {
         let n_tokens = seq.tokens.len();
         let last_n = st.req.sampling.penalty_last_n.min(n_tokens);
         let recent = &seq.tokens[n_tokens - last_n..];
-        let token = self.sampler.sample(&SampleArgs {
-            spec: &st.req.sampling,
-            seed: st.seed,
-            logits,
-            recent,
-            seq_id: st.seq_id,
-            step: st.n_generated as u64,
-        })?;
-        let logprobs = match st.req.logprobs {
-            Some(k) => vec![token_logprob(self.vocab.as_ref(), logits, token, k)],
-            None => Vec::new(),
+        let token = match (token, logits) {
+            (Some(t), _) => t,
+            (None, Some(logits)) => self.sampler.sample(&SampleArgs {
+                spec: &st.req.sampling,
+                seed: st.seed,
+                logits,
+                recent,
+                seq_id: st.seq_id,
+                step: st.n_generated as u64,
+            })?,
+            (None, None) => {
+                return Err(Error::Model(format!(
+                    "request {id}: neither a token nor logits"
+                )))
+            }
+        };
+        let logprobs = match (st.req.logprobs, logits) {
+            (Some(k), Some(logits)) => vec![token_logprob(self.vocab.as_ref(), logits, token, k)],
+            _ => Vec::new(),
         };
         let now = Instant::now();
         match st.last_token {
@@ -391,7 +438,7 @@ impl EngineLoop {
 
         let mut finish = None;
         let mut text;
-        if self.vocab.is_eog(token) {
+        if self.vocab.is_eog(token) && !st.req.ignore_eos {
             text = flush(st.decoder.as_mut(), &mut st.stop, &mut finish);
             finish.get_or_insert(FinishReason::Stop);
         } else {

@@ -31,6 +31,24 @@ pub trait StepModel {
     /// Runs `batch`, writing its keys and values into the blocks named by its block tables, and
     /// returns `[batch.logits_for.len(), n_vocab]` logits.
     fn forward(&mut self, batch: &Batch) -> Result<Vec<f32>>;
+    /// Whether [`StepModel::forward_sample`] draws tokens where the logits are (the GPU
+    /// sampler); when false the engine samples [`StepModel::forward`]'s host logits itself.
+    fn samples_on_device(&self) -> bool {
+        false
+    }
+    /// Runs `batch` and draws one token per logits row, `draws[i]` for row `i`, without copying
+    /// the logits to the host; they come back too (`[rows, n_vocab]`) when `host_logits` (for
+    /// log-probs).
+    fn forward_sample(
+        &mut self,
+        _batch: &Batch,
+        _draws: &[Draw],
+        _host_logits: bool,
+    ) -> Result<(Vec<u32>, Option<Vec<f32>>)> {
+        Err(crate::Error::InvalidInput(
+            "this model has no device sampler".into(),
+        ))
+    }
     /// Logits per token.
     fn n_vocab(&self) -> usize;
     /// Longest sequence (tokens) the model accepts.
@@ -57,6 +75,21 @@ pub trait Vocab: Send + Sync {
     fn token_bytes(&self, id: u32) -> Vec<u8>;
     /// A fresh incremental decoder.
     fn decoder(&self) -> Box<dyn TextDecoder>;
+}
+
+/// Everything one draw depends on besides the logits.
+#[derive(Debug, Clone, Copy)]
+pub struct Draw<'a> {
+    /// The request's settings.
+    pub spec: &'a SamplingSpec,
+    /// The random key (the user's seed, or one drawn for the request).
+    pub seed: u64,
+    /// The sequence's recent tokens (for penalties).
+    pub recent: &'a [u32],
+    /// 0 with a user seed (the draw depends on (seed, step) only), else the request id.
+    pub seq_id: u64,
+    /// Index of the token being generated.
+    pub step: u64,
 }
 
 /// Everything one draw depends on.

@@ -53,6 +53,9 @@ pub struct GenRequest {
     pub stop: Vec<String>,
     /// `Some(k)`: report the chosen token's log-probability and the `k` most likely tokens.
     pub logprobs: Option<usize>,
+    /// Keep generating past end-of-generation tokens (vLLM's and llama-server's `ignore_eos`;
+    /// benchmarks use it).
+    pub ignore_eos: bool,
 }
 
 /// Why generation ended.

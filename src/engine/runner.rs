@@ -1,17 +1,27 @@
 //! The runner: executes a [`SchedulerOutput`] as one batched forward pass. It decides nothing.
 
 use super::scheduler::{Scheduler, SchedulerOutput};
-use super::StepModel;
+use super::{Draw, StepModel};
 use crate::model::{Batch, SeqSlot};
 use crate::{Error, Result};
 
-/// Builds the batch for `out` from the scheduler's sequences and runs the model. Returns one row
-/// of logits per scheduled sequence with `wants_logits`, in batch order.
+/// What one step produced for the sequences with `wants_logits`, in batch order.
+pub enum StepResult {
+    /// `[rows, n_vocab]` logits on the host; the engine samples them.
+    Logits(Vec<f32>),
+    /// Tokens drawn on the device, and the logits when they were asked for.
+    Tokens(Vec<u32>, Option<Vec<f32>>),
+}
+
+/// Builds the batch for `out` from the scheduler's sequences and runs the model: with `draws`
+/// (one per sequence with `wants_logits`, in batch order) the model samples on its device,
+/// else it returns host logits.
 pub fn run_step(
     model: &mut dyn StepModel,
     sched: &Scheduler,
     out: &SchedulerOutput,
-) -> Result<Vec<f32>> {
+    draws: Option<(&[Draw], bool)>,
+) -> Result<StepResult> {
     let n = out.n_tokens();
     let mut tokens = Vec::with_capacity(n);
     let mut positions = Vec::with_capacity(n);
@@ -52,13 +62,42 @@ pub fn run_step(
         seqs: &slots,
         logits_for: &logits_for,
     };
-    let logits = model.forward(&batch)?;
     let want = logits_for.len() * model.n_vocab();
-    if logits.len() != want {
-        return Err(Error::Model(format!(
-            "forward returned {} logits, expected {want}",
-            logits.len()
-        )));
+    let check = |l: &[f32]| {
+        if l.len() != want {
+            return Err(Error::Model(format!(
+                "forward returned {} logits, expected {want}",
+                l.len()
+            )));
+        }
+        Ok(())
+    };
+    match draws {
+        None => {
+            let logits = model.forward(&batch)?;
+            check(&logits)?;
+            Ok(StepResult::Logits(logits))
+        }
+        Some((draws, host_logits)) => {
+            if draws.len() != logits_for.len() {
+                return Err(Error::Model(format!(
+                    "{} draws for {} logit rows",
+                    draws.len(),
+                    logits_for.len()
+                )));
+            }
+            let (tokens, logits) = model.forward_sample(&batch, draws, host_logits)?;
+            if tokens.len() != draws.len() {
+                return Err(Error::Model(format!(
+                    "device sampler returned {} tokens for {} rows",
+                    tokens.len(),
+                    draws.len()
+                )));
+            }
+            if let Some(l) = &logits {
+                check(l)?;
+            }
+            Ok(StepResult::Tokens(tokens, logits))
+        }
     }
-    Ok(logits)
 }

@@ -11,10 +11,12 @@ use crate::model::BLOCK_SIZE;
 pub(crate) const V: usize = 64;
 pub(crate) const EOG: u32 = 63;
 
-/// KV storage: one token id per slot; `u32::MAX` = never written.
+/// KV storage: one token id per slot; `u32::MAX` = never written. With `device`, it draws the
+/// tokens itself ([`StepModel::forward_sample`], like the GPU sampler) with [`ToySampler`].
 pub(crate) struct ToyModel {
     pub(crate) slots: Vec<u32>,
     pub(crate) n_blocks: usize,
+    pub(crate) device: bool,
 }
 
 pub(crate) fn next_of(history: &[u32]) -> u32 {
@@ -22,8 +24,12 @@ pub(crate) fn next_of(history: &[u32]) -> u32 {
     for &t in history {
         h = (h ^ t as u64).wrapping_mul(1099511628211);
     }
-    // Avoid EOG except rarely, so sequences run long.
-    (h % (V as u64 - 1)) as u32
+    // EOG rarely (1 in 256 histories), so sequences run long.
+    if h.is_multiple_of(256) {
+        EOG
+    } else {
+        (h % (V as u64 - 1)) as u32
+    }
 }
 
 impl StepModel for ToyModel {
@@ -51,6 +57,32 @@ impl StepModel for ToyModel {
             out.extend((0..V).map(|j| if j == best { 5.0 } else { (j % 7) as f32 * 0.1 }));
         }
         Ok(out)
+    }
+    fn samples_on_device(&self) -> bool {
+        self.device
+    }
+    fn forward_sample(
+        &mut self,
+        b: &crate::model::Batch,
+        draws: &[Draw],
+        host_logits: bool,
+    ) -> Result<(Vec<u32>, Option<Vec<f32>>)> {
+        let logits = self.forward(b)?;
+        let tokens = draws
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                ToySampler.sample(&SampleArgs {
+                    spec: d.spec,
+                    seed: d.seed,
+                    logits: &logits[i * V..(i + 1) * V],
+                    recent: d.recent,
+                    seq_id: d.seq_id,
+                    step: d.step,
+                })
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        Ok((tokens, host_logits.then_some(logits)))
     }
     fn n_vocab(&self) -> usize {
         V
@@ -115,6 +147,16 @@ impl TokenSampler for ToySampler {
 }
 
 fn start(max_seqs: usize, budget: usize, n_blocks: usize, queue: usize) -> EngineHandle {
+    start_on(max_seqs, budget, n_blocks, queue, false)
+}
+
+fn start_on(
+    max_seqs: usize,
+    budget: usize,
+    n_blocks: usize,
+    queue: usize,
+    device: bool,
+) -> EngineHandle {
     let cfg = EngineConfig {
         max_seqs,
         token_budget: budget,
@@ -126,6 +168,7 @@ fn start(max_seqs: usize, budget: usize, n_blocks: usize, queue: usize) -> Engin
             Box::new(ToyModel {
                 slots: vec![u32::MAX; n_blocks * BLOCK_SIZE],
                 n_blocks,
+                device,
             }),
             Box::new(ToySampler),
         ))
@@ -150,6 +193,7 @@ fn greedy(prompt: Vec<u32>, max_tokens: usize) -> GenRequest {
         },
         stop: vec![],
         logprobs: None,
+        ignore_eos: false,
     }
 }
 
@@ -218,10 +262,52 @@ fn greedy_alone_equals_reference() {
 }
 
 /// Many concurrent requests with shared prefixes, a small budget (chunked prefill) and too few
-/// blocks (preemption): every output equals the reference.
+/// blocks (preemption): every output equals the reference, whether the engine samples host
+/// logits or the model draws the tokens on its device.
 #[test]
 fn concurrent_requests_with_preemption_and_prefix_sharing_match_reference() {
-    let h = start(16, 48, 40, 100);
+    concurrent_match_reference(false);
+}
+
+#[test]
+fn device_sampling_concurrent_requests_match_reference() {
+    concurrent_match_reference(true);
+}
+
+/// The toy model's EOG comes up rarely; with ignore_eos a request runs to max_tokens anyway,
+/// and the text equals the reference continued through EOG tokens.
+#[test]
+fn ignore_eos_runs_to_max_tokens() {
+    let h = start(4, 64, 200, 16);
+    // a prompt whose greedy continuation hits EOG within 100 tokens
+    let (p, hit) = (0..5000u32)
+        .map(|s| prompt_of(s, 5))
+        .find_map(|p| {
+            let mut h = p.clone();
+            let hit = (0..100).find(|_| {
+                let t = next_of(&h);
+                h.push(t);
+                t == EOG
+            });
+            hit.map(|i| (p, i))
+        })
+        .expect("some prompt reaches EOG");
+    let mut req = greedy(p, hit + 20);
+    let (_, mut rx) = h.submit(req.clone()).unwrap();
+    let (_, finish, usage) = collect(&mut rx);
+    assert_eq!(finish, FinishReason::Stop);
+    assert_eq!(usage.completion_tokens, hit + 1);
+    req.ignore_eos = true;
+    let (_, mut rx) = h.submit(req).unwrap();
+    let (_, finish, usage) = collect(&mut rx);
+    assert_eq!(finish, FinishReason::Length);
+    assert_eq!(usage.completion_tokens, hit + 20);
+    wait_idle(&h);
+    h.shutdown();
+}
+
+fn concurrent_match_reference(device: bool) {
+    let h = start_on(16, 48, 40, 100, device);
     let mut rxs = Vec::new();
     for i in 0..40u32 {
         // Half share a 40-token prefix.
@@ -290,7 +376,9 @@ fn dropped_receivers_free_their_blocks() {
     let h = start(8, 32, 200, 100);
     let mut keep = Vec::new();
     for i in 0..20u32 {
-        let (_, rx) = h.submit(greedy(prompt_of(i, 50), 3000)).unwrap();
+        let mut req = greedy(prompt_of(i, 50), 3000);
+        req.ignore_eos = true; // still running when its client goes
+        let (_, rx) = h.submit(req).unwrap();
         if i % 3 == 0 {
             keep.push(rx);
         } // others dropped at once: queued, or in prefill

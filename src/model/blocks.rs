@@ -7,15 +7,27 @@ use crate::Result;
 
 use super::weights::Loader;
 
+/// The Q, K and V projections: three matrices, or one stacked `[q | k | v]` matrix (and bias)
+/// where the backend fuses projections and the three share a type.
+pub enum Qkv<B: Backend> {
+    Separate {
+        wq: B::Weight,
+        wk: B::Weight,
+        wv: B::Weight,
+        bq: Option<B::Tensor>,
+        bk: Option<B::Tensor>,
+        bv: Option<B::Tensor>,
+    },
+    Stacked {
+        w: B::Weight,
+        b: Option<B::Tensor>,
+    },
+}
+
 /// One layer's attention weights. Biases (qwen2) and Q/K norms (gemma3) are optional.
 pub struct Attention<B: Backend> {
-    pub wq: B::Weight,
-    pub wk: B::Weight,
-    pub wv: B::Weight,
+    pub qkv: Qkv<B>,
     pub wo: B::Weight,
-    pub bq: Option<B::Tensor>,
-    pub bk: Option<B::Tensor>,
-    pub bv: Option<B::Tensor>,
     pub q_norm: Option<B::Tensor>,
     pub k_norm: Option<B::Tensor>,
 }
@@ -43,14 +55,40 @@ impl<B: Backend> Attention<B> {
         } else {
             (None, None)
         };
+        let (wn, bn) = (
+            [p("attn_q.weight"), p("attn_k.weight"), p("attn_v.weight")],
+            [p("attn_q.bias"), p("attn_k.bias"), p("attn_v.bias")],
+        );
+        let n_bias = bn.iter().filter(|b| l.has(b)).count();
+        let dims = [q_dim, kv_dim, kv_dim];
+        let mut qkv = None;
+        // Stacked only without Q/K norms (they apply to Q and K apart) and with all or no biases.
+        if l.be.fuse_projections() && !qk_norm && (n_bias == 0 || n_bias == 3) {
+            let names = [wn[0].as_str(), wn[1].as_str(), wn[2].as_str()];
+            if let Some(w) = l.matrix_cat(&names, &dims, c.n_embd)? {
+                let b = if n_bias == 3 {
+                    let names = [bn[0].as_str(), bn[1].as_str(), bn[2].as_str()];
+                    Some(l.vector_cat(&names, &dims)?)
+                } else {
+                    None
+                };
+                qkv = Some(Qkv::Stacked { w, b });
+            }
+        }
+        let qkv = match qkv {
+            Some(q) => q,
+            None => Qkv::Separate {
+                wq: l.matrix(&wn[0], q_dim, c.n_embd)?,
+                wk: l.matrix(&wn[1], kv_dim, c.n_embd)?,
+                wv: l.matrix(&wn[2], kv_dim, c.n_embd)?,
+                bq: l.opt_vector(&bn[0], q_dim)?,
+                bk: l.opt_vector(&bn[1], kv_dim)?,
+                bv: l.opt_vector(&bn[2], kv_dim)?,
+            },
+        };
         Ok(Attention {
-            wq: l.matrix(&p("attn_q.weight"), q_dim, c.n_embd)?,
-            wk: l.matrix(&p("attn_k.weight"), kv_dim, c.n_embd)?,
-            wv: l.matrix(&p("attn_v.weight"), kv_dim, c.n_embd)?,
+            qkv,
             wo: l.matrix(&p("attn_output.weight"), c.n_embd, q_dim)?,
-            bq: l.opt_vector(&p("attn_q.bias"), q_dim)?,
-            bk: l.opt_vector(&p("attn_k.bias"), kv_dim)?,
-            bv: l.opt_vector(&p("attn_v.bias"), kv_dim)?,
             q_norm,
             k_norm,
         })
@@ -66,18 +104,28 @@ impl<B: Backend> Attention<B> {
         v_cache: &mut B::Kv,
         s: &AttnStep,
     ) -> Result<B::Tensor> {
-        let mut q = be.matmul(&self.wq, x)?; // [n, n_head * head_dim]
-        let mut k = be.matmul(&self.wk, x)?; // [n, n_head_kv * head_dim]
-        let mut v = be.matmul(&self.wv, x)?; // [n, n_head_kv * head_dim]
-        if let Some(b) = &self.bq {
-            be.add_bias(&mut q, b)?;
-        }
-        if let Some(b) = &self.bk {
-            be.add_bias(&mut k, b)?;
-        }
-        if let Some(b) = &self.bv {
-            be.add_bias(&mut v, b)?;
-        }
+        let (wq, wk, wv, bq, bk, bv) = match &self.qkv {
+            Qkv::Stacked { w, b } => {
+                let qkv = be.matmul_bias(w, x, b.as_ref())?; // [n, q | k | v]
+                let mut q = be.qkv_rope_store(&qkv, s.rope_q, s.rope_k, k_cache, v_cache, batch)?;
+                if let Some(sc) = s.q_scale {
+                    be.scale(&mut q, sc)?;
+                }
+                let o = be.attention(&q, k_cache, v_cache, batch, &s.attn)?;
+                return be.matmul(&self.wo, &o);
+            }
+            Qkv::Separate {
+                wq,
+                wk,
+                wv,
+                bq,
+                bk,
+                bv,
+            } => (wq, wk, wv, bq, bk, bv),
+        };
+        let mut q = be.matmul_bias(wq, x, bq.as_ref())?; // [n, n_head * head_dim]
+        let mut k = be.matmul_bias(wk, x, bk.as_ref())?; // [n, n_head_kv * head_dim]
+        let v = be.matmul_bias(wv, x, bv.as_ref())?; // [n, n_head_kv * head_dim]
         if let Some(w) = &self.q_norm {
             q = be.rms_norm(&q, w, s.rms_eps)?; // per head
         }
@@ -96,29 +144,55 @@ impl<B: Backend> Attention<B> {
     }
 }
 
-/// A gated feed-forward network: `down(act(gate(x)) * up(x))`.
+/// A gated feed-forward network: `down(act(gate(x)) * up(x))`; gate and up stacked into one
+/// `[gate | up]` matrix where the backend fuses projections and both share a type.
 pub struct Ffn<B: Backend> {
-    pub gate: B::Weight,
-    pub up: B::Weight,
+    pub gate_up: GateUp<B>,
     pub down: B::Weight,
+}
+
+/// Gate and up projections, apart or stacked.
+pub enum GateUp<B: Backend> {
+    Separate { gate: B::Weight, up: B::Weight },
+    Stacked(B::Weight),
 }
 
 impl<B: Backend> Ffn<B> {
     /// Loads `blk.{il}.ffn_{gate,up,down}`.
     pub fn load(l: &mut Loader<B>, c: &Config, il: usize) -> Result<Self> {
         let p = |s: &str| format!("blk.{il}.{s}");
+        let (g, u) = (p("ffn_gate.weight"), p("ffn_up.weight"));
+        let stacked = if l.be.fuse_projections() {
+            l.matrix_cat(&[&g, &u], &[c.n_ff, c.n_ff], c.n_embd)?
+        } else {
+            None
+        };
+        let gate_up = match stacked {
+            Some(w) => GateUp::Stacked(w),
+            None => GateUp::Separate {
+                gate: l.matrix(&g, c.n_ff, c.n_embd)?,
+                up: l.matrix(&u, c.n_ff, c.n_embd)?,
+            },
+        };
         Ok(Ffn {
-            gate: l.matrix(&p("ffn_gate.weight"), c.n_ff, c.n_embd)?,
-            up: l.matrix(&p("ffn_up.weight"), c.n_ff, c.n_embd)?,
+            gate_up,
             down: l.matrix(&p("ffn_down.weight"), c.n_embd, c.n_ff)?,
         })
     }
 
     /// `x [n, n_embd]` -> `[n, n_embd]`.
     pub fn forward(&self, be: &B, x: &B::Tensor, kind: GluKind) -> Result<B::Tensor> {
-        let g = be.matmul(&self.gate, x)?; // [n, n_ff]
-        let u = be.matmul(&self.up, x)?; // [n, n_ff]
-        let h = be.glu(&g, &u, kind)?; // [n, n_ff]
+        let h = match &self.gate_up {
+            GateUp::Stacked(w) => {
+                let gu = be.matmul(w, x)?; // [n, 2 n_ff]
+                be.glu_fused(&gu, kind)? // [n, n_ff]
+            }
+            GateUp::Separate { gate, up } => {
+                let g = be.matmul(gate, x)?; // [n, n_ff]
+                let u = be.matmul(up, x)?; // [n, n_ff]
+                be.glu(&g, &u, kind)? // [n, n_ff]
+            }
+        };
         be.matmul(&self.down, &h) // [n, n_embd]
     }
 }

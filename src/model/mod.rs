@@ -91,14 +91,23 @@ impl<B: Backend> Model<B> {
     }
 
     /// Like [`Model::forward`], but the logits stay where the backend computed them (device
-    /// memory on a GPU backend): `[logits_for.len(), n_vocab]`, for the GPU sampler.
+    /// memory on a GPU backend): `[logits_for.len(), n_vocab]`, for the GPU sampler. The tensor
+    /// is valid until the next pass (a replayed graph writes its output in place).
     pub fn forward_device(&self, batch: &Batch, kv: &mut KvCache<B>) -> Result<B::Tensor> {
         self.check(batch, kv)?;
-        match &self.net {
-            Net::Llama(m) => m.forward(&self.be, batch, kv),
-            Net::Qwen2(m) => m.forward(&self.be, batch, kv),
-            Net::Gemma3(m) => m.forward(&self.be, batch, kv),
-        }
+        let be = &self.be;
+        let kv_key =
+            kv.k.iter()
+                .chain(&kv.v)
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+                    (h ^ be.kv_id(x)).wrapping_mul(0x100_0000_01b3)
+                });
+        let net = &self.net;
+        be.forward_pass(batch, kv_key, &mut || match net {
+            Net::Llama(m) => m.forward(be, batch, kv),
+            Net::Qwen2(m) => m.forward(be, batch, kv),
+            Net::Gemma3(m) => m.forward(be, batch, kv),
+        })
     }
 
     fn check(&self, b: &Batch, kv: &KvCache<B>) -> Result<()> {

@@ -95,6 +95,52 @@ impl<'a, B: Backend> Loader<'a, B> {
     }
 
     /// The matrix `name` if present.
+    /// The matrices `names` (`rows[i]` x `cols` each) stacked into one `[sum rows, cols]`
+    /// weight, when they all have the same type (None otherwise, nothing loaded).
+    pub fn matrix_cat(
+        &mut self,
+        names: &[&str],
+        rows: &[usize],
+        cols: usize,
+    ) -> Result<Option<B::Weight>> {
+        let mut infos = Vec::with_capacity(names.len());
+        for (name, &r) in names.iter().zip(rows) {
+            let info = self.info(name)?;
+            if info.dims != [cols as u64, r as u64] {
+                return Err(Error::Model(format!(
+                    "tensor '{name}' has dims {:?}, expected [{cols}, {r}]",
+                    info.dims
+                )));
+            }
+            infos.push(info);
+        }
+        let ty = infos[0].ty;
+        if infos.iter().any(|i| i.ty != ty) {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(infos.iter().map(|i| i.n_bytes as usize).sum());
+        for info in &infos {
+            bytes.extend_from_slice(self.file.tensor_data(info));
+            self.tick(info.n_bytes);
+        }
+        let total: usize = rows.iter().sum();
+        let bytes: HostBytes = Arc::new(bytes);
+        self.be
+            .weight(ty, total, cols, bytes)
+            .map(Some)
+            .map_err(|e| Error::Model(format!("tensors {names:?} stacked: {e}")))
+    }
+
+    /// The vectors `names` (`lens[i]` values each) concatenated into one `[1, sum]` tensor.
+    pub fn vector_cat(&mut self, names: &[&str], lens: &[usize]) -> Result<B::Tensor> {
+        let mut v = Vec::with_capacity(lens.iter().sum());
+        for (name, &n) in names.iter().zip(lens) {
+            v.extend(self.host_vector(name, n)?);
+        }
+        let n = v.len();
+        self.be.tensor(&v, 1, n)
+    }
+
     pub fn opt_matrix(
         &mut self,
         name: &str,

@@ -24,6 +24,11 @@ const TOK_BLOCK: usize = 4;
 /// Weight rows per prefill task.
 const TILE: usize = 32;
 
+/// Weight rows per task of the register-tiled prefill (`super::tile`): their unpacked blocks
+/// (64 bytes per 32 weights) stay in L1 for rows of up to ~1000 elements.
+#[cfg(target_arch = "x86_64")]
+const TILED_ROWS: usize = 16;
+
 /// Decode streams the weights from memory: rows are prefetched this many rows ahead so the
 /// loads overlap the arithmetic (the hardware prefetcher alone leaves them mostly serial).
 const PREFETCH_ROWS: usize = 4;
@@ -185,6 +190,11 @@ fn compute(kernel: DotFn, w: &[u8], act: &[u8], arb: usize, s: Shape, out: &mut 
         });
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if s.n_tok >= TOK_BLOCK && super::tile::supported(s.ty) {
+        compute_tiled(w, act, arb, s, out);
+        return;
+    }
     // Prefill: tiles of TILE rows x all tokens; within a tile, blocks of TOK_BLOCK tokens so
     // each weight row is dotted with several activation rows while it sits in L1. Results are
     // gathered per tile and written as contiguous runs (no false sharing between tasks).
@@ -241,5 +251,53 @@ fn compute(kernel: DotFn, w: &[u8], act: &[u8], arb: usize, s: Shape, out: &mut 
         (0..n_tiles).for_each(work);
     } else {
         (0..n_tiles).into_par_iter().for_each(work);
+    }
+}
+
+/// Prefill for the types of `super::tile` (AVX2, Q8_0 activations): tasks of [`TILED_ROWS`] weight
+/// rows, each unpacking its rows once and running the register-tiled kernel over all tokens.
+#[cfg(target_arch = "x86_64")]
+fn compute_tiled(w: &[u8], act: &[u8], arb: usize, s: Shape, out: &mut [f32]) {
+    let nb = s.n_cols / 32;
+    // The activation block scales as f32, [n_tok * nb].
+    let ad: Vec<f32> = (0..s.n_tok * nb)
+        .map(|k| {
+            let o = (k / nb) * arb + (k % nb) * 34;
+            super::f16_to_f32([act[o], act[o + 1]])
+        })
+        .collect();
+    let n_tiles = s.n_rows.div_ceil(TILED_ROWS);
+    let ptr = OutPtr(out.as_mut_ptr());
+    let work = |scratch: &mut super::tile::Scratch, ti: usize| {
+        let p = ptr;
+        let r0 = ti * TILED_ROWS;
+        let r1 = (r0 + TILED_ROWS).min(s.n_rows);
+        // SAFETY: `supported(ty)` was checked by the caller; the tile holds whole rows of `wrb`
+        // bytes with nb blocks each, act holds n_tok rows of arb = nb * 34 bytes and ad n_tok * nb
+        // scales; out has n_tok * n_rows elements (checked by `matmul`) and this task alone
+        // writes the elements of rows r0..r1.
+        unsafe {
+            super::tile::run(
+                s.ty,
+                &w[r0 * s.wrb..r1 * s.wrb],
+                s.wrb,
+                nb,
+                act,
+                arb,
+                &ad,
+                s.n_tok,
+                p.0.add(r0),
+                s.n_rows,
+                scratch,
+            )
+        };
+    };
+    if n_tiles == 1 || rayon::current_num_threads() <= 1 {
+        let mut scratch = super::tile::Scratch::default();
+        (0..n_tiles).for_each(|ti| work(&mut scratch, ti));
+    } else {
+        (0..n_tiles)
+            .into_par_iter()
+            .for_each_init(super::tile::Scratch::default, work);
     }
 }

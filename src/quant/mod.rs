@@ -13,7 +13,8 @@
 //!
 //! Kernels chosen at run time: AVX2+FMA+F16C for F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
 //! Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (Q8_1 and Q8_K weights: scalar)
-//! (4-token prefill kernels for Q4_0, Q5_0, Q8_0, Q4_K, Q6_K); scalar elsewhere.
+//! (4-token prefill kernels for Q4_0, Q5_0, Q8_0, Q4_K, Q6_K; register-tiled prefill for Q4_0,
+//! Q5_0, Q8_0 in `tile`); scalar elsewhere.
 
 use crate::{Error, Result};
 
@@ -30,6 +31,8 @@ mod q8;
 mod q8_k;
 #[cfg(target_arch = "x86_64")]
 mod simd;
+#[cfg(target_arch = "x86_64")]
+mod tile;
 
 pub use matmul::matmul;
 

@@ -368,3 +368,46 @@ fn dot4_kernels_match_ref() {
         }
     }
 }
+
+/// The prefill matmul (register tiles where the CPU has them, with row and token tails) against
+/// `vec_dot_ref` element by element, on activations quantized exactly as matmul does.
+#[test]
+fn prefill_matmul_matches_vec_dot_ref() {
+    let mut rng = seeded("prefill");
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q6K,
+    ] {
+        for &(n_rows, n_cols, n_tok) in &[(37usize, 768usize, 13usize), (16, 256, 4), (5, 512, 6)] {
+            let rb = ty.row_bytes(n_cols as u64).unwrap() as usize;
+            let w: Vec<u8> = (0..n_rows)
+                .flat_map(|_| random_weights(ty, n_cols, &mut rng))
+                .collect();
+            let x = gaussish(&mut rng, n_tok * n_cols);
+            let mut out = vec![f32::NAN; n_tok * n_rows];
+            matmul(ty, &w, n_rows, n_cols, &x, &mut out).unwrap();
+            for t in 0..n_tok {
+                let a = activation(ty, &x[t * n_cols..(t + 1) * n_cols]);
+                let ad = dequant(vec_dot_type(ty), &a, n_cols);
+                for r in 0..n_rows {
+                    let wr = &w[r * rb..(r + 1) * rb];
+                    let want = vec_dot_ref(ty, wr, &a, n_cols);
+                    let l1: f64 = dequant(ty, wr, n_cols)
+                        .iter()
+                        .zip(&ad)
+                        .map(|(&p, &q)| (p as f64 * q as f64).abs())
+                        .sum();
+                    let got = out[t * n_rows + r];
+                    let tol = 2e-5 * l1 + 1e-12;
+                    assert!(
+                        (got as f64 - want as f64).abs() <= tol,
+                        "{ty} [{n_rows} x {n_cols}] n_tok {n_tok}: out[{t},{r}] {got} vec_dot_ref {want} (tol {tol:e})"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -29,6 +29,8 @@ pub struct CommonParams {
     pub include_usage: bool,
     /// Top log-probs wanted (`None`: no log-probs).
     pub logprobs: Option<usize>,
+    /// `ignore_eos` (vLLM / llama-server extension): generate past end-of-generation tokens.
+    pub ignore_eos: bool,
 }
 
 /// A prompt as the request gave it.
@@ -312,6 +314,7 @@ fn parse_common(o: &Map<String, Value>, chat: bool) -> Result<CommonParams, ApiE
         stream,
         include_usage,
         logprobs,
+        ignore_eos: opt_bool(o, "ignore_eos")?.unwrap_or(false),
     })
 }
 

@@ -147,6 +147,7 @@ async fn generate(
             sampling: c.sampling,
             stop: c.stop.clone(),
             logprobs: c.logprobs,
+            ignore_eos: c.ignore_eos,
         });
     }
     let mut rxs = Vec::with_capacity(reqs.len());

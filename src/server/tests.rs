@@ -58,6 +58,7 @@ fn start_with(max_seqs: usize, queue: usize, ready: bool) -> TestServer {
             Box::new(ToyModel {
                 slots: vec![u32::MAX; n_blocks * BLOCK_SIZE],
                 n_blocks,
+                device: false,
             }),
             Box::new(ToySampler),
         ))

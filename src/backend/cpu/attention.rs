@@ -86,6 +86,227 @@ fn gather(k: &CpuKv, v: &CpuKv, batch: &Batch, seq: usize, lo: usize, hi: usize)
     Ok(SeqKv { lo, k: kf, v: vf })
 }
 
+/// Tokens per attention work unit.
+const QT: usize = 4;
+
+/// Dot products of `N` queries with one key, each exactly as [`dot`] computes it (same lanes,
+/// same order), interleaved so the `N` dependency chains overlap.
+#[inline]
+fn dot_n<const N: usize>(qs: [&[f32]; N], k: &[f32]) -> [f32; N] {
+    let mut acc = [[0f32; 8]; N];
+    let chunks = k.len() / 8;
+    for c in 0..chunks {
+        let kc = &k[8 * c..8 * c + 8];
+        for (a, q) in acc.iter_mut().zip(&qs) {
+            let qc = &q[8 * c..8 * c + 8];
+            for l in 0..8 {
+                a[l] += qc[l] * kc[l];
+            }
+        }
+    }
+    let mut out = [0f32; N];
+    for (o, (a, q)) in out.iter_mut().zip(acc.iter().zip(&qs)) {
+        let mut s: f32 = a.iter().sum();
+        for (x, y) in q[8 * chunks..].iter().zip(&k[8 * chunks..]) {
+            s += x * y;
+        }
+        *o = s;
+    }
+    out
+}
+
+/// [`dot_n`] for 8 queries (rows of `hd` floats from `q`) with AVX: the same 8 lanes, products
+/// and sums unfused, lanes summed in order, so the results equal [`dot`]'s bit for bit.
+///
+/// # Safety
+/// AVX must be available, `hd % 8 == 0`, `q` readable for `8 * hd` floats and `k` for `hd`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn dot8_avx(q: *const f32, k: *const f32, hd: usize) -> [f32; 8] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for c in 0..hd / 8 {
+        let kv = _mm256_loadu_ps(k.add(8 * c));
+        for (n, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_add_ps(
+                *a,
+                _mm256_mul_ps(_mm256_loadu_ps(q.add(n * hd + 8 * c)), kv),
+            );
+        }
+    }
+    let mut out = [0f32; 8];
+    for (o, a) in out.iter_mut().zip(acc) {
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), a);
+        *o = l.iter().sum();
+    }
+    out
+}
+
+/// `o[..hd] = sum over k of w[k] * v[k * stride..][..hd]`, keys in increasing order, products and
+/// sums unfused: the same values as the scalar `*x += w * vv` loop, 64 outputs in registers.
+///
+/// # Safety
+/// AVX must be available, `hd % 64 == 0`, `o` writable for `hd` floats and `v` readable at
+/// `k * stride..k * stride + hd` for every `k < w.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn pv_avx(o: *mut f32, w: &[f32], v: *const f32, stride: usize, hd: usize) {
+    use std::arch::x86_64::*;
+    for c0 in (0..hd).step_by(64) {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (k, &wk) in w.iter().enumerate() {
+            let wv = _mm256_set1_ps(wk);
+            let vp = v.add(k * stride + c0);
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, _mm256_loadu_ps(vp.add(8 * r))));
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(o.add(c0 + 8 * r), *a);
+        }
+    }
+}
+
+/// One work unit: tokens `t0..t0 + nt` (one sequence) x the query heads of KV head `kvh`.
+/// Returns `[nt, group * head_dim]`. Numerics as the per-query loop this replaced: Q rounded to
+/// f16, [`dot`] per key, exact softmax (max, exp, f64 sum), weights rounded to f16, and each
+/// output element summed over the keys in increasing order.
+#[allow(clippy::too_many_arguments)]
+fn unit(
+    q: &CpuTensor,
+    kv: &SeqKv,
+    batch: &Batch,
+    p: &AttnParams,
+    t0: usize,
+    nt: usize,
+    kvh: usize,
+    slot_len: usize,
+    lo_of: &dyn Fn(usize) -> usize,
+) -> Vec<f32> {
+    let hd = p.head_dim;
+    let group = p.n_heads / p.n_kv_heads;
+    let nq = nt * group;
+    // Query qi = tt * group + g is token t0 + tt, head kvh * group + g.
+    let mut qh = vec![0f32; nq * hd];
+    let mut range = Vec::with_capacity(nq);
+    // f16 rounding of whole rows at once (F16C where the CPU has it).
+    let mut h16: Vec<f16> = Vec::new();
+    for tt in 0..nt {
+        let t = t0 + tt;
+        let pos = batch.positions[t] as usize;
+        let r = (lo_of(pos) - kv.lo, pos + 1 - kv.lo);
+        for g in 0..group {
+            let qi = tt * group + g;
+            let src = t * q.cols + (kvh * group + g) * hd;
+            h16.resize(hd, f16::ZERO);
+            h16.convert_from_f32_slice(&q.data[src..src + hd]);
+            h16.convert_to_f32_slice(&mut qh[qi * hd..(qi + 1) * hd]);
+            range.push(r);
+        }
+    }
+    let ulo = range.iter().map(|r| r.0).min().unwrap_or(0);
+    let uhi = range.iter().map(|r| r.1).max().unwrap_or(0);
+    let nk = uhi - ulo;
+    // Scores of every query against every key of the union range (the few outside a query's
+    // own range are computed and ignored).
+    let mut sc = vec![0f32; nq * nk];
+    #[cfg(target_arch = "x86_64")]
+    let avx = std::is_x86_feature_detected!("avx");
+    let qrow = |qi: usize| &qh[qi * hd..(qi + 1) * hd];
+    for j in ulo..uhi {
+        let off = j * slot_len + kvh * hd;
+        let krow = &kv.k[off..off + hd];
+        let mut qi = 0;
+        #[cfg(target_arch = "x86_64")]
+        if avx && hd.is_multiple_of(8) {
+            while qi + 8 <= nq {
+                // SAFETY: AVX was detected; rows qi..qi + 8 of qh (hd each) and krow (hd) are
+                // in bounds.
+                let d = unsafe { dot8_avx(qh[qi * hd..(qi + 8) * hd].as_ptr(), krow.as_ptr(), hd) };
+                for (k, v) in d.into_iter().enumerate() {
+                    sc[(qi + k) * nk + j - ulo] = v;
+                }
+                qi += 8;
+            }
+        }
+        while qi + 8 <= nq {
+            let d = dot_n([0, 1, 2, 3, 4, 5, 6, 7].map(|k| qrow(qi + k)), krow);
+            for (k, v) in d.into_iter().enumerate() {
+                sc[(qi + k) * nk + j - ulo] = v;
+            }
+            qi += 8;
+        }
+        while qi < nq {
+            sc[qi * nk + j - ulo] = dot(qrow(qi), krow);
+            qi += 1;
+        }
+    }
+    // Softmax per query over its own range; the weights (f16-rounded) replace the scores.
+    for (qi, &(lo, hi)) in range.iter().enumerate() {
+        let row = &mut sc[qi * nk + lo - ulo..qi * nk + hi - ulo];
+        let mut max = f32::NEG_INFINITY;
+        for x in row.iter_mut() {
+            *x *= p.scale;
+            if let Some(cap) = p.softcap {
+                *x = (*x / cap).tanh() * cap;
+            }
+            max = max.max(*x);
+        }
+        let mut sum = 0f64;
+        for x in row.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+        h16.resize(row.len(), f16::ZERO);
+        h16.convert_from_f32_slice(row);
+        h16.convert_to_f32_slice(row);
+    }
+    let mut o = vec![0f32; nq * hd];
+    #[cfg(target_arch = "x86_64")]
+    if avx && hd.is_multiple_of(64) {
+        for (qi, &(lo, hi)) in range.iter().enumerate() {
+            let w = &sc[qi * nk + lo - ulo..qi * nk + hi - ulo];
+            let first = lo * slot_len + kvh * hd;
+            if hi > lo {
+                // Bounds of the last value row read.
+                let _ = &kv.v[first + (hi - lo - 1) * slot_len..][..hd];
+            }
+            // SAFETY: AVX was detected; hd % 64 == 0; o's row qi has hd floats; value rows
+            // first + k * slot_len (k < w.len()) of hd floats are inside kv.v (checked above,
+            // rows increase with k).
+            unsafe {
+                pv_avx(
+                    o[qi * hd..(qi + 1) * hd].as_mut_ptr(),
+                    w,
+                    kv.v.as_ptr().add(first),
+                    slot_len,
+                    hd,
+                )
+            };
+        }
+        return o;
+    }
+    for j in ulo..uhi {
+        let off = j * slot_len + kvh * hd;
+        let vrow = &kv.v[off..off + hd];
+        for (qi, &(lo, hi)) in range.iter().enumerate() {
+            if j < lo || j >= hi {
+                continue;
+            }
+            let w = sc[qi * nk + j - ulo];
+            for (x, vv) in o[qi * hd..(qi + 1) * hd].iter_mut().zip(vrow) {
+                *x += w * vv;
+            }
+        }
+    }
+    o
+}
+
 /// `[n, n_heads * head_dim]` attention output.
 pub fn attention(
     q: &CpuTensor,
@@ -116,49 +337,39 @@ pub fn attention(
             None => None,
         });
     }
-    let mut out = vec![0f32; q.rows * q.cols];
-    out.par_chunks_mut(hd).enumerate().for_each_init(
-        || (Vec::new(), vec![0f32; hd]),
-        |(scores, qh), (u, o)| {
-            let (t, h) = (u / p.n_heads, u % p.n_heads);
-            let kvh = h / group;
-            let pos = batch.positions[t] as usize;
-            let Some(kv) = &seqs[batch.seq_of_token[t] as usize] else {
-                return;
+    // Work units: up to QT consecutive tokens of one sequence x one KV head, i.e. all the
+    // query heads sharing that KV head. A unit reads each key and value row once for its
+    // QT * group queries (instead of once per query) and keeps several dot products in flight.
+    let n = batch.n_tokens();
+    let mut units = Vec::new();
+    let mut t = 0;
+    while t < n {
+        let s = batch.seq_of_token[t];
+        let mut e = t + 1;
+        while e < n && e - t < QT && batch.seq_of_token[e] == s {
+            e += 1;
+        }
+        for kvh in 0..p.n_kv_heads {
+            units.push((t, e - t, kvh));
+        }
+        t = e;
+    }
+    let results: Vec<Vec<f32>> = units
+        .par_iter()
+        .map(|&(t0, nt, kvh)| {
+            let Some(kv) = &seqs[batch.seq_of_token[t0] as usize] else {
+                return vec![0f32; nt * group * hd];
             };
-            // Q rounded to f16, as ggml converts it for the f16 K product.
-            for (d, s) in qh.iter_mut().zip(&q.data[u * hd..(u + 1) * hd]) {
-                *d = f16::from_f32(*s).to_f32();
-            }
-            let (lo, hi) = (lo_of(pos) - kv.lo, pos + 1 - kv.lo);
-            scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for j in lo..hi {
-                let off = j * slot_len + kvh * hd;
-                let mut x = dot(qh, &kv.k[off..off + hd]) * p.scale;
-                if let Some(cap) = p.softcap {
-                    x = (x / cap).tanh() * cap;
-                }
-                max = max.max(x);
-                scores.push(x);
-            }
-            let mut sum = 0f64;
-            for x in scores.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x as f64;
-            }
-            let inv = (1.0 / sum) as f32;
-            o.iter_mut().for_each(|x| *x = 0.0);
-            for (j, &w) in (lo..hi).zip(scores.iter()) {
-                // softmax weights rounded to f16, as ggml converts them for the f16 V product
-                let w = f16::from_f32(w * inv).to_f32();
-                let off = j * slot_len + kvh * hd;
-                for (x, vv) in o.iter_mut().zip(&kv.v[off..off + hd]) {
-                    *x += w * vv;
-                }
-            }
-        },
-    );
+            unit(q, kv, batch, p, t0, nt, kvh, slot_len, &lo_of)
+        })
+        .collect();
+    let mut out = vec![0f32; q.rows * q.cols];
+    for (&(t0, nt, kvh), r) in units.iter().zip(&results) {
+        for tt in 0..nt {
+            let dst = (t0 + tt) * q.cols + kvh * group * hd;
+            out[dst..dst + group * hd].copy_from_slice(&r[tt * group * hd..(tt + 1) * group * hd]);
+        }
+    }
     Ok(CpuTensor {
         data: out,
         rows: q.rows,
@@ -211,12 +422,22 @@ mod tests {
 
     #[test]
     fn paged_gqa_window_matches_reference() {
+        check_paged_gqa_window(8);
+    }
+
+    /// head_dim 64: the AVX paths (8 queries per dot, P.V in registers) where the CPU has AVX.
+    #[test]
+    fn paged_gqa_window_matches_reference_head_dim_64() {
+        check_paged_gqa_window(64);
+    }
+
+    fn check_paged_gqa_window(head_dim: usize) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
         let be = CpuBackend::new();
         let p = AttnParams {
             n_heads: 4,
             n_kv_heads: 2,
-            head_dim: 8,
+            head_dim,
             scale: 0.35,
             window: Some(20),
             softcap: None,

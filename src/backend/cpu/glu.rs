@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::CpuTensor;
@@ -28,6 +29,13 @@ fn gelu_table() -> &'static [f16] {
     })
 }
 
+/// [`gelu_table`] as f32.
+fn gelu_table_f32() -> &'static [f32] {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    TABLE.get_or_init(|| gelu_table().iter().map(|h| h.to_f32()).collect())
+}
+
+#[cfg(test)]
 #[inline]
 fn gelu(table: &[f16], x: f32) -> f32 {
     if x <= -10.0 {
@@ -64,14 +72,29 @@ pub fn glu(gate: &CpuTensor, up: &CpuTensor, kind: GluKind) -> Result<CpuTensor>
                 }
             }),
         GluKind::GeGlu => {
-            let table = gelu_table();
+            // As `gelu`, with the f16 rounding of a whole chunk done at once (F16C where the
+            // CPU has it) and the table read as f32.
+            let table = gelu_table_f32();
             out.par_chunks_mut(CHUNK)
                 .zip(gate.data.par_chunks(CHUNK).zip(up.data.par_chunks(CHUNK)))
-                .for_each(|(o, (g, u))| {
-                    for i in 0..o.len() {
-                        o[i] = gelu(table, g[i]) * u[i];
-                    }
-                })
+                .for_each_init(
+                    || vec![f16::ZERO; CHUNK],
+                    |h, (o, (g, u))| {
+                        let h = &mut h[..g.len()];
+                        h.convert_from_f32_slice(g);
+                        for i in 0..o.len() {
+                            let x = g[i];
+                            let a = if x <= -10.0 {
+                                0.0
+                            } else if x >= 10.0 {
+                                x
+                            } else {
+                                table[h[i].to_bits() as usize]
+                            };
+                            o[i] = a * u[i];
+                        }
+                    },
+                )
         }
     }
     Ok(CpuTensor {
@@ -101,6 +124,30 @@ mod tests {
         }
         assert_eq!(gelu(t, -11.0), 0.0);
         assert_eq!(gelu(t, 12.0), 12.0);
+    }
+
+    #[test]
+    fn geglu_matches_gelu_per_element() {
+        let n = 5000;
+        let g: Vec<f32> = (0..n)
+            .map(|i| (i as f32 - 2500.0) * 0.0053 + 0.001)
+            .collect();
+        let u: Vec<f32> = (0..n).map(|i| 1.0 + (i % 7) as f32 * 0.25).collect();
+        let gt = CpuTensor {
+            data: g.clone(),
+            rows: 2,
+            cols: n / 2,
+        };
+        let ut = CpuTensor {
+            data: u.clone(),
+            rows: 2,
+            cols: n / 2,
+        };
+        let o = glu(&gt, &ut, GluKind::GeGlu).unwrap();
+        let t = gelu_table();
+        for i in 0..n {
+            assert_eq!(o.data[i], gelu(t, g[i]) * u[i], "x={}", g[i]);
+        }
     }
 
     #[test]

@@ -3,18 +3,26 @@
 //!
 //! The KV cache layout is the GPU kernels' own, `[n_blocks, n_kv_heads, 16, head_dim]` f16 (the
 //! CPU's is `[n_blocks, 16, n_kv_heads, head_dim]`); nothing outside the backend sees it.
-//! Host-side batch data (token ids, positions, block tables) is validated on the host, then
-//! uploaded once per forward pass: the uploads are cached by content, so the layers of one pass
-//! share them.
+//! Host-side batch data (token ids, positions, block tables, logit rows) is validated on the
+//! host and staged in one upload at the start of each forward pass ([`Backend::forward_pass`]);
+//! the ops find their index data there by content. Ops called outside a pass upload what they
+//! need themselves (cached by content).
+//!
+//! Decode steps (one token per sequence) are captured as a CUDA/HIP graph the second time a
+//! pass of the same shape runs, and replayed from then on: one launch per step instead of
+//! hundreds. A graph bakes in every pointer it uses, so the staged index has a fixed layout per
+//! shape (block tables padded to a power-of-two stride), scratch comes from the graphs' own pool,
+//! and the shape key includes the KV cache's identity. Set `ROCMFORGE_GRAPHS=0` to run eagerly.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use half::f16;
 
 use super::ops::attention::{self, AttentionConfig, KvIndex, PagedKv};
 use super::ops::elementwise::{self, EltOp};
 use super::ops::{argmax, embedding, glu, matmul, matvec, rms_norm, rope, softmax, QMatrix};
-use super::{GpuBuffer, GpuDevice};
+use super::{GpuBuffer, GpuDevice, GpuGraph};
 use crate::backend::{AttnParams, Backend, GluKind, HostBytes, RopeKind, RopeParams};
 use crate::model::{Batch, BLOCK_SIZE};
 use crate::quant::GgmlType;
@@ -34,6 +42,9 @@ pub struct GpuTensor {
 pub struct GpuWeight {
     /// The GGUF bytes.
     pub buf: GpuBuffer<u8>,
+    /// An F16 copy of a quantized matrix (`[rows, cols]` f16 bytes) for batched products, when
+    /// the backend keeps them ([`GpuBackend::with_f16_batch_weights`]).
+    pub f16: Option<GpuBuffer<u8>>,
     /// Storage type.
     pub ty: GgmlType,
     /// Rows.
@@ -52,7 +63,25 @@ impl GpuWeight {
             cols: self.cols,
         }
     }
+
+    /// The matrix for a product over `n` tokens: the F16 copy, if any, above the matrix-vector
+    /// sizes (where reading the quantized bytes is what costs).
+    fn q_for(&self, n: usize) -> QMatrix<'_> {
+        match &self.f16 {
+            Some(f) if n > MATVEC_MAX_TOKENS => QMatrix {
+                data: f,
+                offset: 0,
+                ty: GgmlType::F16,
+                rows: self.rows,
+                cols: self.cols,
+            },
+            _ => self.q(),
+        }
+    }
 }
+
+/// Products over at most this many tokens use the matrix-vector kernels.
+const MATVEC_MAX_TOKENS: usize = 4;
 
 /// One layer's K or V cache: `[n_blocks, n_kv_heads, 16, head_dim]` f16.
 pub struct GpuKv {
@@ -80,11 +109,173 @@ struct IndexBufs {
     kv_lens: Arc<GpuBuffer<u32>>,
 }
 
+/// The batch of the current forward pass: host copies (to recognize it) and its place in the
+/// staging buffer.
+struct Stage {
+    tokens: Vec<u32>,
+    positions: Vec<u32>,
+    seq_of_token: Vec<u32>,
+    logits_for: Vec<u32>,
+    /// `[n_seqs * stride]` block tables, each padded with zeros to `stride`.
+    tables: Vec<u32>,
+    kv_lens: Vec<u32>,
+    stride: usize,
+    /// Largest block id in the tables (checked against each cache).
+    max_block: u32,
+    /// Element offsets in `buf` of tokens, positions, seq_of_token, logits_for, tables, kv_lens.
+    off: [usize; 6],
+}
+
+impl Stage {
+    fn of(batch: &Batch) -> Result<Stage> {
+        let n = batch.n_tokens();
+        if batch.positions.len() != n || batch.seq_of_token.len() != n {
+            return Err(Error::InvalidInput(format!(
+                "batch: {n} tokens but {} positions and {} sequence indices",
+                batch.positions.len(),
+                batch.seq_of_token.len()
+            )));
+        }
+        let max_blocks = batch
+            .seqs
+            .iter()
+            .map(|s| s.block_table.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        // A power of two, so that decode steps share a graph while their sequences grow.
+        let stride = max_blocks.next_power_of_two();
+        let mut tables = vec![0u32; batch.seqs.len() * stride];
+        let mut kv_lens = Vec::with_capacity(batch.seqs.len());
+        let mut max_block = 0;
+        for (i, s) in batch.seqs.iter().enumerate() {
+            if s.kv_len > s.block_table.len() * BLOCK_SIZE {
+                return Err(Error::InvalidInput(format!(
+                    "batch: sequence {i} kv_len {} beyond its {} blocks",
+                    s.kv_len,
+                    s.block_table.len()
+                )));
+            }
+            tables[i * stride..i * stride + s.block_table.len()].copy_from_slice(s.block_table);
+            max_block = s.block_table.iter().fold(max_block, |m, &b| m.max(b));
+            kv_lens.push(u32::try_from(s.kv_len).map_err(|_| {
+                Error::InvalidInput(format!("batch: sequence {i} kv_len {}", s.kv_len))
+            })?);
+        }
+        for t in 0..n {
+            let s = batch.seq_of_token[t] as usize;
+            let seq = batch.seqs.get(s).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "batch: token {t} has sequence index {s} out of range"
+                ))
+            })?;
+            if batch.positions[t] as usize >= seq.kv_len {
+                return Err(Error::InvalidInput(format!(
+                    "batch: token {t} at position {} not below its kv_len {}",
+                    batch.positions[t], seq.kv_len
+                )));
+            }
+        }
+        let mut st = Stage {
+            tokens: batch.tokens.to_vec(),
+            positions: batch.positions.to_vec(),
+            seq_of_token: batch.seq_of_token.to_vec(),
+            logits_for: batch.logits_for.to_vec(),
+            tables,
+            kv_lens,
+            stride,
+            max_block,
+            off: [0; 6],
+        };
+        let mut at = 0;
+        for (i, len) in st.lens().into_iter().enumerate() {
+            st.off[i] = at;
+            at += len;
+        }
+        Ok(st)
+    }
+
+    fn lens(&self) -> [usize; 6] {
+        [
+            self.tokens.len(),
+            self.positions.len(),
+            self.seq_of_token.len(),
+            self.logits_for.len(),
+            self.tables.len(),
+            self.kv_lens.len(),
+        ]
+    }
+
+    /// The staged data, packed in `off` order.
+    fn packed(&self) -> Vec<u32> {
+        let mut v = Vec::with_capacity(self.lens().iter().sum());
+        for part in [
+            &self.tokens,
+            &self.positions,
+            &self.seq_of_token,
+            &self.logits_for,
+            &self.tables,
+            &self.kv_lens,
+        ] {
+            v.extend_from_slice(part);
+        }
+        v
+    }
+
+    /// Whether `batch` is the staged one (same positions, sequences and block tables).
+    fn matches(&self, batch: &Batch) -> bool {
+        self.positions == batch.positions
+            && self.seq_of_token == batch.seq_of_token
+            && self.kv_lens.len() == batch.seqs.len()
+            && batch.seqs.iter().enumerate().all(|(i, s)| {
+                self.kv_lens[i] as usize == s.kv_len
+                    && s.block_table.len() <= self.stride
+                    && self.tables[i * self.stride..i * self.stride + s.block_table.len()]
+                        == *s.block_table
+            })
+    }
+}
+
+/// The shape of a graph-captured pass: everything its launches bake in.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct GraphKey {
+    tokens: usize,
+    logits: usize,
+    stride: usize,
+    kv: u64,
+}
+
+enum GraphState {
+    /// Seen once (ran eagerly: kernels compiled, constant uploads done); captured next time.
+    Seen,
+    /// Captured: replay it; the output is `[rows, cols]` at `out` (in the graphs' scratch).
+    Ready {
+        graph: GpuGraph,
+        out: u64,
+        rows: usize,
+        cols: usize,
+    },
+    /// Capture failed once: this shape runs eagerly.
+    Failed,
+}
+
+/// At most this many graphs are kept (one per decode batch size and table stride); beyond it
+/// the cache is emptied and filled again.
+const MAX_GRAPHS: usize = 64;
+/// Passes with more tokens than this are not captured.
+const MAX_GRAPH_TOKENS: usize = 512;
+
 /// The GPU backend: one device, its own context and stream.
 pub struct GpuBackend {
     dev: GpuDevice,
     uploads: Mutex<[Cached; 5]>,
     freq_factors: Mutex<CachedF32>,
+    stage: Mutex<Option<Stage>>,
+    /// The staging buffer (grows; graphs point into it, so growing drops them).
+    stage_buf: Mutex<Option<GpuBuffer<u32>>>,
+    graphs: Mutex<HashMap<GraphKey, GraphState>>,
+    use_graphs: bool,
+    f16_batch: bool,
 }
 
 const SLOT_POSITIONS: usize = 0;
@@ -94,12 +285,192 @@ const SLOT_LENS: usize = 3;
 const SLOT_MISC: usize = 4;
 
 impl GpuBackend {
-    /// A backend on an opened device.
+    /// A backend on an opened device; decode steps are replayed as graphs unless the environment
+    /// sets `ROCMFORGE_GRAPHS=0`.
     pub fn new(dev: GpuDevice) -> Self {
+        let use_graphs = std::env::var("ROCMFORGE_GRAPHS").map_or(true, |v| v != "0");
+        Self::with_graphs(dev, use_graphs)
+    }
+
+    /// A backend on an opened device, capturing decode steps as graphs or not.
+    pub fn with_graphs(dev: GpuDevice, use_graphs: bool) -> Self {
         Self {
             dev,
             uploads: Mutex::new(Default::default()),
             freq_factors: Mutex::new(None),
+            stage: Mutex::new(None),
+            stage_buf: Mutex::new(None),
+            graphs: Mutex::new(HashMap::new()),
+            use_graphs,
+            f16_batch: false,
+        }
+    }
+
+    /// Keeps an F16 copy of every quantized weight matrix (made on the device at load), which
+    /// products over more tokens than a matrix-vector product (prefill, batched decoding) read
+    /// instead of dequantizing the matrix at every call: twice the bytes of an F16 model more
+    /// device memory, for serving throughput. Set before loading the weights.
+    pub fn with_f16_batch_weights(mut self, on: bool) -> Self {
+        self.f16_batch = on;
+        self
+    }
+
+    /// The rotation's frequency factors on the device (uploaded once, cached by content).
+    fn freq_factors_buf(&self, p: &RopeParams) -> Result<Option<Arc<GpuBuffer<f32>>>> {
+        let Some(f) = &p.freq_factors else {
+            return Ok(None);
+        };
+        let mut c = self.lock(&self.freq_factors, "freq factor cache")?;
+        match &*c {
+            Some((h, b)) if h == f => Ok(Some(b.clone())),
+            _ => {
+                let b = Arc::new(self.dev.upload(f)?);
+                *c = Some((f.clone(), b.clone()));
+                Ok(Some(b))
+            }
+        }
+    }
+
+    /// Whether decode steps are captured and replayed as graphs.
+    pub fn graphs_enabled(&self) -> bool {
+        self.use_graphs
+    }
+
+    /// Graphs captured so far (for tests and reports).
+    pub fn graphs_captured(&self) -> usize {
+        self.graphs.lock().map_or(0, |g| {
+            g.values()
+                .filter(|s| matches!(s, GraphState::Ready { .. }))
+                .count()
+        })
+    }
+
+    fn lock<'a, T>(&self, m: &'a Mutex<T>, what: &str) -> Result<MutexGuard<'a, T>> {
+        m.lock()
+            .map_err(|_| Error::Gpu(format!("{what} lock poisoned")))
+    }
+
+    /// Validates `batch`, uploads its index data into the staging buffer (one copy) and makes it
+    /// the batch the ops look for. Returns the table stride.
+    fn stage(&self, batch: &Batch) -> Result<usize> {
+        let st = Stage::of(batch)?;
+        let packed = st.packed();
+        let mut buf = self.lock(&self.stage_buf, "staging buffer")?;
+        if buf.as_ref().is_none_or(|b| b.len() < packed.len()) {
+            // Graphs point into the old buffer: they go with it.
+            self.lock(&self.graphs, "graph cache")?.clear();
+            let cap = packed.len().next_power_of_two().max(1024);
+            *buf = Some(self.dev.alloc::<u32>(cap)?);
+        }
+        let b = buf
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("no staging buffer".into()))?;
+        self.dev.write(b, 0, &packed)?;
+        let stride = st.stride;
+        *self.lock(&self.stage, "stage")? = Some(st);
+        Ok(stride)
+    }
+
+    /// Part `i` of the staged data as a device buffer, if the stage holds `want` there.
+    fn staged(&self, i: usize, want: &[u32]) -> Result<Option<Arc<GpuBuffer<u32>>>> {
+        let st = self.lock(&self.stage, "stage")?;
+        let Some(st) = st.as_ref() else {
+            return Ok(None);
+        };
+        let part = match i {
+            0 => &st.tokens,
+            1 => &st.positions,
+            3 => &st.logits_for,
+            _ => return Ok(None),
+        };
+        if part.as_slice() != want {
+            return Ok(None);
+        }
+        self.stage_view(st.off[i], want.len()).map(Some)
+    }
+
+    fn stage_view(&self, off: usize, len: usize) -> Result<Arc<GpuBuffer<u32>>> {
+        let buf = self.lock(&self.stage_buf, "staging buffer")?;
+        let b = buf
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("no staging buffer".into()))?;
+        // SAFETY: the view lives only for one op; the staging buffer is replaced only at the start
+        // of a pass, never while an op runs.
+        Ok(Arc::new(unsafe { b.view(off, len) }?))
+    }
+
+    /// A pass through the graph cache: replays, captures or runs `f` eagerly.
+    fn graph_pass(
+        &self,
+        key: GraphKey,
+        f: &mut dyn FnMut() -> Result<GpuTensor>,
+    ) -> Result<GpuTensor> {
+        let mut graphs = self.lock(&self.graphs, "graph cache")?;
+        match graphs.get(&key) {
+            Some(GraphState::Ready {
+                graph,
+                out,
+                rows,
+                cols,
+            }) => {
+                graph.launch()?;
+                // SAFETY: `out` is the graph's output in the graphs' scratch pool, which only
+                // a later capture hands out again; the tensor is valid until the next pass.
+                let buf = unsafe { self.dev.borrow_raw::<f32>(*out, rows * cols) };
+                return Ok(GpuTensor {
+                    buf,
+                    rows: *rows,
+                    cols: *cols,
+                });
+            }
+            Some(GraphState::Failed) => {
+                drop(graphs);
+                return f();
+            }
+            Some(GraphState::Seen) => {}
+            None => {
+                if graphs.len() >= MAX_GRAPHS {
+                    graphs.clear();
+                }
+                graphs.insert(key, GraphState::Seen);
+                drop(graphs);
+                return f();
+            }
+        }
+        drop(graphs);
+        self.dev.begin_capture()?;
+        let r = f();
+        let g = self.dev.end_capture();
+        let mut graphs = self.lock(&self.graphs, "graph cache")?;
+        match (r, g) {
+            (Ok(t), Ok(graph)) => {
+                let (out, rows, cols) = (t.buf.ptr(), t.rows, t.cols);
+                // The output goes back to the graphs' pool; replays write it again.
+                drop(t);
+                graph.launch()?;
+                graphs.insert(
+                    key,
+                    GraphState::Ready {
+                        graph,
+                        out,
+                        rows,
+                        cols,
+                    },
+                );
+                // SAFETY: as for a replay above.
+                let buf = unsafe { self.dev.borrow_raw::<f32>(out, rows * cols) };
+                Ok(GpuTensor { buf, rows, cols })
+            }
+            (r, g) => {
+                let why = match (&r, &g) {
+                    (Err(e), _) | (_, Err(e)) => e.to_string(),
+                    _ => String::new(),
+                };
+                tracing::warn!("graph capture failed ({why}); this pass shape runs eagerly");
+                graphs.insert(key, GraphState::Failed);
+                drop(graphs);
+                f()
+            }
         }
     }
 
@@ -131,63 +502,43 @@ impl GpuBackend {
         Ok(buf)
     }
 
-    /// Validates the batch against a cache of `n_blocks` blocks and uploads its index.
+    /// The batch's index on the device, checked against a cache of `n_blocks` blocks: the
+    /// staged one when `batch` is the pass's batch, else validated and uploaded here.
     fn index(&self, batch: &Batch, n_blocks: usize) -> Result<IndexBufs> {
-        let n = batch.n_tokens();
-        if batch.positions.len() != n || batch.seq_of_token.len() != n {
-            return Err(Error::InvalidInput(format!(
-                "batch: {n} tokens but {} positions and {} sequence indices",
-                batch.positions.len(),
-                batch.seq_of_token.len()
-            )));
-        }
-        let max_blocks = batch
-            .seqs
-            .iter()
-            .map(|s| s.block_table.len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut tables = vec![0u32; batch.seqs.len() * max_blocks];
-        let mut lens = Vec::with_capacity(batch.seqs.len());
-        for (i, s) in batch.seqs.iter().enumerate() {
-            if s.kv_len > s.block_table.len() * BLOCK_SIZE {
-                return Err(Error::InvalidInput(format!(
-                    "batch: sequence {i} kv_len {} beyond its {} blocks",
-                    s.kv_len,
-                    s.block_table.len()
-                )));
-            }
-            for (j, &b) in s.block_table.iter().enumerate() {
-                if b as usize >= n_blocks {
+        {
+            let guard = self.lock(&self.stage, "stage")?;
+            if let Some(st) = guard.as_ref().filter(|st| st.matches(batch)) {
+                if st.max_block as usize >= n_blocks {
                     return Err(Error::InvalidInput(format!(
-                        "batch: block id {b} >= KV cache blocks {n_blocks}"
+                        "batch: block id {} >= KV cache blocks {n_blocks}",
+                        st.max_block
                     )));
                 }
-                tables[i * max_blocks + j] = b;
+                let (off, stride) = (st.off, st.stride);
+                let lens = st.lens();
+                drop(guard);
+                return Ok(IndexBufs {
+                    tables: self.stage_view(off[4], lens[4])?,
+                    max_blocks: stride,
+                    seq_of_token: self.stage_view(off[2], lens[2])?,
+                    positions: self.stage_view(off[1], lens[1])?,
+                    kv_lens: self.stage_view(off[5], lens[5])?,
+                });
             }
-            lens.push(s.kv_len as u32);
         }
-        for t in 0..n {
-            let s = batch.seq_of_token[t] as usize;
-            let seq = batch.seqs.get(s).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "batch: token {t} has sequence index {s} out of range"
-                ))
-            })?;
-            if batch.positions[t] as usize >= seq.kv_len {
-                return Err(Error::InvalidInput(format!(
-                    "batch: token {t} at position {} not below its kv_len {}",
-                    batch.positions[t], seq.kv_len
-                )));
-            }
+        let st = Stage::of(batch)?;
+        if st.max_block as usize >= n_blocks && !batch.seqs.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "batch: block id {} >= KV cache blocks {n_blocks}",
+                st.max_block
+            )));
         }
         Ok(IndexBufs {
-            tables: self.upload_cached(SLOT_TABLES, &tables)?,
-            max_blocks,
+            tables: self.upload_cached(SLOT_TABLES, &st.tables)?,
+            max_blocks: st.stride,
             seq_of_token: self.upload_cached(SLOT_SEQ, batch.seq_of_token)?,
             positions: self.upload_cached(SLOT_POSITIONS, batch.positions)?,
-            kv_lens: self.upload_cached(SLOT_LENS, &lens)?,
+            kv_lens: self.upload_cached(SLOT_LENS, &st.kv_lens)?,
         })
     }
 }
@@ -236,12 +587,25 @@ impl Backend for GpuBackend {
                 data.len()
             )));
         }
-        Ok(GpuWeight {
-            buf: self.dev.upload(data)?,
+        let buf = self.dev.upload(data)?;
+        let mut w = GpuWeight {
+            buf,
+            f16: None,
             ty,
             rows,
             cols,
-        })
+        };
+        if self.f16_batch && rows > 1 && !matches!(ty, GgmlType::F16 | GgmlType::F32) {
+            let q = w.q();
+            if q.chunked() {
+                let f = self.dev.alloc::<u8>(rows * cols * 2)?;
+                // SAFETY: `f` holds rows * cols f16 values and outlives the view.
+                let view = unsafe { self.dev.borrow_raw::<f16>(f.ptr(), rows * cols) };
+                matmul::dequantize_f16(&self.dev, &q, &view)?;
+                w.f16 = Some(f);
+            }
+        }
+        Ok(w)
     }
 
     fn weight_shape(&self, w: &GpuWeight) -> (GgmlType, usize, usize) {
@@ -290,7 +654,10 @@ impl Backend for GpuBackend {
                 table.rows
             )));
         }
-        let ids = self.upload_cached(SLOT_MISC, tokens)?;
+        let ids = match self.staged(0, tokens)? {
+            Some(b) => b,
+            None => self.upload_cached(SLOT_MISC, tokens)?,
+        };
         let out = self.out(tokens.len(), table.cols)?;
         embedding::embedding(&self.dev, &table.q(), &ids, &out.buf, tokens.len(), 1.0)?;
         Ok(out)
@@ -349,11 +716,36 @@ impl Backend for GpuBackend {
                 x.cols, w.rows, w.cols
             )));
         }
+        self.matmul_bias(w, x, None)
+    }
+
+    fn matmul_bias(
+        &self,
+        w: &GpuWeight,
+        x: &GpuTensor,
+        b: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
+        if x.cols != w.cols {
+            return Err(Error::InvalidInput(format!(
+                "matmul: x has {} columns, weight {}x{}",
+                x.cols, w.rows, w.cols
+            )));
+        }
+        if let Some(b) = b {
+            if b.rows * b.cols != w.rows {
+                return Err(Error::InvalidInput(format!(
+                    "matmul: bias of {} for {} rows",
+                    b.rows * b.cols,
+                    w.rows
+                )));
+            }
+        }
+        let bias = b.map(|b| &b.buf);
         let out = self.out(x.rows, w.rows)?;
-        if x.rows <= 4 {
-            matvec::matvec(&self.dev, &w.q(), &x.buf, None, &out.buf, x.rows)?;
+        if x.rows <= MATVEC_MAX_TOKENS {
+            matvec::matvec(&self.dev, &w.q(), &x.buf, bias, &out.buf, x.rows)?;
         } else {
-            matmul::matmul(&self.dev, &w.q(), &x.buf, None, &out.buf, x.rows)?;
+            matmul::matmul(&self.dev, &w.q_for(x.rows), &x.buf, bias, &out.buf, x.rows)?;
         }
         Ok(out)
     }
@@ -398,24 +790,11 @@ impl Backend for GpuBackend {
                 p.head_dim
             )));
         }
-        let pos = self.upload_cached(SLOT_POSITIONS, positions)?;
-        let ff = match &p.freq_factors {
-            None => None,
-            Some(f) => {
-                let mut c = self
-                    .freq_factors
-                    .lock()
-                    .map_err(|_| Error::Gpu("freq factor cache poisoned".into()))?;
-                match &*c {
-                    Some((h, b)) if h == f => Some(b.clone()),
-                    _ => {
-                        let b = Arc::new(self.dev.upload(f)?);
-                        *c = Some((f.clone(), b.clone()));
-                        Some(b)
-                    }
-                }
-            }
+        let pos = match self.staged(1, positions)? {
+            Some(b) => b,
+            None => self.upload_cached(SLOT_POSITIONS, positions)?,
         };
+        let ff = self.freq_factors_buf(p)?;
         let cfg = rope::RopeConfig {
             heads: p.n_heads,
             head_dim: p.head_dim,
@@ -531,12 +910,131 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
+    fn glu_fused(&self, gu: &GpuTensor, kind: GluKind) -> Result<GpuTensor> {
+        if !gu.cols.is_multiple_of(2) {
+            return Err(Error::InvalidInput(format!(
+                "glu_fused: {} columns is not gate|up",
+                gu.cols
+            )));
+        }
+        let h = gu.cols / 2;
+        let out = self.out(gu.rows, h)?;
+        let k = match kind {
+            GluKind::SwiGlu => glu::GluKind::SwiGlu,
+            GluKind::GeGlu => glu::GluKind::GeGlu,
+        };
+        glu::glu_fused(&self.dev, k, &gu.buf, &out.buf, gu.rows, h)?;
+        Ok(out)
+    }
+
+    fn qkv_rope_store(
+        &self,
+        qkv: &GpuTensor,
+        rope_q: &RopeParams,
+        rope_k: &RopeParams,
+        k_cache: &mut GpuKv,
+        v_cache: &mut GpuKv,
+        batch: &Batch,
+    ) -> Result<GpuTensor> {
+        // One kernel rotates K like Q: the same rotation apart from the head count.
+        let same_rotation = rope_q.kind == rope_k.kind
+            && rope_q.head_dim == rope_k.head_dim
+            && rope_q.n_rot == rope_k.n_rot
+            && rope_q.freq_base == rope_k.freq_base
+            && rope_q.freq_scale == rope_k.freq_scale
+            && rope_q.freq_factors == rope_k.freq_factors;
+        let d = rope_q.head_dim;
+        if !same_rotation
+            || k_cache.n_kv_heads != rope_k.n_heads
+            || k_cache.head_dim != d
+            || v_cache.n_kv_heads != k_cache.n_kv_heads
+            || v_cache.head_dim != d
+            || v_cache.n_blocks != k_cache.n_blocks
+        {
+            return crate::backend::qkv_rope_store_split(
+                self, qkv, rope_q, rope_k, k_cache, v_cache, batch,
+            );
+        }
+        let (nq, nkv) = (rope_q.n_heads, rope_k.n_heads);
+        if qkv.rows != batch.n_tokens() || qkv.cols != (nq + 2 * nkv) * d {
+            return Err(Error::InvalidInput(format!(
+                "qkv_rope_store: [{}, {}] for {} tokens of {nq} + 2 x {nkv} heads of {d}",
+                qkv.rows,
+                qkv.cols,
+                batch.n_tokens()
+            )));
+        }
+        let ix = self.index(batch, k_cache.n_blocks)?;
+        let idx = KvIndex {
+            block_tables: &ix.tables,
+            max_blocks: ix.max_blocks,
+            seq_of_token: &ix.seq_of_token,
+            positions: &ix.positions,
+            kv_lens: &ix.kv_lens,
+            n_seqs: batch.seqs.len(),
+            tokens: qkv.rows,
+        };
+        let ff = self.freq_factors_buf(rope_q)?;
+        let cfg = rope::RopeConfig {
+            heads: nq,
+            head_dim: d,
+            rot_dim: rope_q.n_rot,
+            mode: match rope_q.kind {
+                RopeKind::Normal => rope::RopeMode::Normal,
+                RopeKind::Neox => rope::RopeMode::Neox,
+            },
+            base: rope_q.freq_base,
+            freq_scale: rope_q.freq_scale,
+        };
+        let q = self.out(qkv.rows, nq * d)?;
+        rope::qkv_rope_store(
+            &self.dev,
+            &cfg,
+            nkv,
+            &qkv.buf,
+            &q.buf,
+            (&k_cache.buf, &v_cache.buf, k_cache.n_blocks),
+            &idx,
+            ff.as_deref(),
+        )?;
+        Ok(q)
+    }
+
     fn softmax(&self, x: &mut GpuTensor) -> Result<()> {
         softmax::softmax(&self.dev, &x.buf, &x.buf, x.rows, x.cols, 1.0)
     }
 
     fn gpu_device(&self) -> Option<&GpuDevice> {
         Some(&self.dev)
+    }
+
+    fn fuse_projections(&self) -> bool {
+        true
+    }
+
+    fn kv_id(&self, kv: &GpuKv) -> u64 {
+        kv.buf.ptr() ^ (kv.n_blocks as u64).rotate_left(48)
+    }
+
+    fn forward_pass(
+        &self,
+        batch: &Batch,
+        kv_key: u64,
+        f: &mut dyn FnMut() -> Result<GpuTensor>,
+    ) -> Result<GpuTensor> {
+        let stride = self.stage(batch)?;
+        let n = batch.n_tokens();
+        // Decode steps only: one token per sequence.
+        if !self.use_graphs || n != batch.seqs.len() || n > MAX_GRAPH_TOKENS {
+            return f();
+        }
+        let key = GraphKey {
+            tokens: n,
+            logits: batch.logits_for.len(),
+            stride,
+            kv: kv_key,
+        };
+        self.graph_pass(key, f)
     }
 
     fn gpu_buffer<'a>(&'a self, t: &'a GpuTensor) -> Option<&'a GpuBuffer<f32>> {
@@ -558,7 +1056,10 @@ impl Backend for GpuBackend {
                 x.rows
             )));
         }
-        let idx = self.upload_cached(SLOT_MISC, rows)?;
+        let idx = match self.staged(3, rows)? {
+            Some(b) => b,
+            None => self.upload_cached(SLOT_MISC, rows)?,
+        };
         let out = self.out(rows.len(), x.cols)?;
         elementwise::get_rows(
             &self.dev,

@@ -8,6 +8,7 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
 use cudarc::driver::sys;
 
+use super::ops::matmul::{Gemm, GemmType};
 use super::{DeviceInfo, Driver, GpuKind, Handle, LaunchConfig};
 use crate::{Error, Result};
 
@@ -60,6 +61,8 @@ pub struct CudaDriver {
     stream: sys::CUstream,
     info: DeviceInfo,
     nvrtc: Nvrtc,
+    /// The cuBLAS handle, created at the first GEMM (`None` inside: no libcublas, warned once).
+    blas: std::sync::OnceLock<Option<std::sync::Mutex<BlasHandle>>>,
 }
 
 // SAFETY: the context and stream handles are usable from any thread once the context is made
@@ -144,6 +147,7 @@ impl CudaDriver {
                 stream,
                 info,
                 nvrtc,
+                blas: std::sync::OnceLock::new(),
             })
         }
     }
@@ -165,6 +169,11 @@ impl Drop for CudaDriver {
         unsafe {
             sys::cuCtxSetCurrent(self.ctx);
             sys::cuStreamSynchronize(self.stream);
+            if let Some(Some(b)) = self.blas.take() {
+                if let Ok(b) = b.into_inner() {
+                    b.destroy();
+                }
+            }
             sys::cuStreamDestroy_v2(self.stream);
             sys::cuCtxDestroy_v2(self.ctx);
         }
@@ -321,13 +330,13 @@ impl Driver for CudaDriver {
 
     fn begin_capture(&self) -> Result<()> {
         self.current()?;
-        // SAFETY: stream alive. Thread-local mode: other threads' (other tests') calls are
-        // unaffected by this capture.
+        // SAFETY: stream alive. Relaxed mode: other threads' (other tests') calls are unaffected
+        // by this capture, and allocating scratch (cuMemAlloc) during the capture is allowed.
         check(
             unsafe {
                 sys::cuStreamBeginCapture_v2(
                     self.stream,
-                    sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+                    sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED,
                 )
             },
             "cuStreamBeginCapture",
@@ -364,6 +373,18 @@ impl Driver for CudaDriver {
         if self.current().is_ok() {
             sys::cuGraphExecDestroy(exec as sys::CUgraphExec);
         }
+    }
+
+    unsafe fn gemm(&self, g: &Gemm) -> Result<bool> {
+        self.current()?;
+        let Some(blas) = self.blas.get_or_init(|| self.create_blas()) else {
+            return Ok(false);
+        };
+        let b = blas
+            .lock()
+            .map_err(|_| Error::Gpu("cuBLAS handle poisoned".into()))?;
+        b.gemm(g)?;
+        Ok(true)
     }
 }
 
@@ -497,6 +518,231 @@ impl Nvrtc {
             };
             (self.destroy)(&mut prog);
             result
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cuBLAS, for prompt processing and batched decode (`ops::matmul`).
+//
+// Loaded with `libloading` like NVRTC: `cudarc`'s cuBLAS loader knows `libcublas.so.12` and older
+// (and panics when none is found), the H100 machine has `libcublas.so.13`. The handle is created
+// lazily, once per driver (context), bound to the driver's stream, with a fixed workspace from
+// `cuMemAlloc` (`cublasSetWorkspace`): nothing is allocated inside a GEMM, so GEMMs can be
+// captured in a CUDA graph. A missing library is not an error: `gemm` answers `Ok(false)` and the
+// caller falls back to the portable kernel, with one warning per process.
+
+/// cuBLAS workspace: NVIDIA's recommendation for Hopper (32 MiB; 4 MiB suffice before it).
+const BLAS_WORKSPACE: usize = 32 << 20;
+
+type BlasHandleT = *mut c_void;
+
+/// `cudaDataType` values.
+const CUDA_R_32F: c_int = 0;
+const CUDA_R_16F: c_int = 2;
+const CUDA_R_16BF: c_int = 14;
+/// `cublasComputeType_t::CUBLAS_COMPUTE_32F`.
+const CUBLAS_COMPUTE_32F: c_int = 68;
+const CUBLAS_OP_N: c_int = 0;
+const CUBLAS_OP_T: c_int = 1;
+/// `cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT` (tensor cores are used for f16/bf16 anyway).
+const CUBLAS_GEMM_DEFAULT: c_int = -1;
+
+type GemmExFn = unsafe extern "C" fn(
+    BlasHandleT,
+    c_int,         // transa
+    c_int,         // transb
+    c_int,         // m
+    c_int,         // n
+    c_int,         // k
+    *const c_void, // alpha
+    *const c_void, // A
+    c_int,         // A type
+    c_int,         // lda
+    *const c_void, // B
+    c_int,         // B type
+    c_int,         // ldb
+    *const c_void, // beta
+    *mut c_void,   // C
+    c_int,         // C type
+    c_int,         // ldc
+    c_int,         // compute type
+    c_int,         // algo
+) -> c_int;
+
+/// The cuBLAS entry points used, from whichever `libcublas` the machine has.
+struct BlasLib {
+    _lib: libloading::Library,
+    create: unsafe extern "C" fn(*mut BlasHandleT) -> c_int,
+    destroy: unsafe extern "C" fn(BlasHandleT) -> c_int,
+    set_stream: unsafe extern "C" fn(BlasHandleT, *mut c_void) -> c_int,
+    set_workspace: unsafe extern "C" fn(BlasHandleT, *mut c_void, usize) -> c_int,
+    gemm_ex: GemmExFn,
+}
+
+fn blas_candidates() -> Vec<String> {
+    let sos = ["libcublas.so.13", "libcublas.so.12", "libcublas.so"];
+    let mut v: Vec<String> = Vec::new();
+    if let Ok(p) = std::env::var("ROCMFORGE_CUBLAS") {
+        v.push(p);
+    }
+    v.extend(sos.iter().map(|s| s.to_string()));
+    let mut roots = vec!["/usr/local/cuda".to_string()];
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Ok(p) = std::env::var(var) {
+            roots.insert(0, p);
+        }
+    }
+    for r in roots {
+        for so in sos {
+            v.push(format!("{r}/lib64/{so}"));
+        }
+    }
+    v
+}
+
+impl BlasLib {
+    fn load() -> Result<Self> {
+        if std::env::var("ROCMFORGE_CUBLAS").is_ok_and(|v| v == "off") {
+            return Err(Error::Gpu("cuBLAS disabled by ROCMFORGE_CUBLAS=off".into()));
+        }
+        let cands = blas_candidates();
+        // SAFETY: loading cuBLAS runs no code beyond its initializers.
+        let lib = cands
+            .iter()
+            .find_map(|c| unsafe { libloading::Library::new(c) }.ok())
+            .ok_or_else(|| Error::Gpu(format!("no cuBLAS library (tried {})", cands.join(", "))))?;
+        // SAFETY: the symbol types are cuBLAS's C signatures.
+        unsafe {
+            macro_rules! sym {
+                ($n:literal) => {
+                    *lib.get($n).map_err(|e| {
+                        Error::Gpu(format!(
+                            "cuBLAS symbol {}: {e}",
+                            String::from_utf8_lossy(&$n[..$n.len() - 1])
+                        ))
+                    })?
+                };
+            }
+            Ok(BlasLib {
+                create: sym!(b"cublasCreate_v2\0"),
+                destroy: sym!(b"cublasDestroy_v2\0"),
+                set_stream: sym!(b"cublasSetStream_v2\0"),
+                set_workspace: sym!(b"cublasSetWorkspace_v2\0"),
+                gemm_ex: sym!(b"cublasGemmEx\0"),
+                _lib: lib,
+            })
+        }
+    }
+}
+
+fn blas_check(r: c_int, what: &str) -> Result<()> {
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Error::Gpu(format!("{what} failed (cublasStatus {r})")))
+    }
+}
+
+/// One cuBLAS handle bound to a driver's stream, with its workspace.
+pub(crate) struct BlasHandle {
+    lib: BlasLib,
+    handle: BlasHandleT,
+    workspace: sys::CUdeviceptr,
+}
+
+// SAFETY: the handle is used under the driver's mutex, with the driver's context current.
+unsafe impl Send for BlasHandle {}
+
+impl BlasHandle {
+    /// Destroys the handle and frees the workspace (the context must be current).
+    unsafe fn destroy(self) {
+        (self.lib.destroy)(self.handle);
+        sys::cuMemFree_v2(self.workspace);
+    }
+
+    unsafe fn gemm(&self, g: &Gemm) -> Result<()> {
+        let ty = |t: GemmType| match t {
+            GemmType::F16 => CUDA_R_16F,
+            GemmType::Bf16 => CUDA_R_16BF,
+            GemmType::F32 => CUDA_R_32F,
+        };
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        blas_check(
+            (self.lib.gemm_ex)(
+                self.handle,
+                CUBLAS_OP_T,
+                CUBLAS_OP_N,
+                g.m,
+                g.n,
+                g.k,
+                &alpha as *const f32 as *const c_void,
+                g.a as *const c_void,
+                ty(g.ab_type),
+                g.lda,
+                g.b as *const c_void,
+                ty(g.ab_type),
+                g.ldb,
+                &beta as *const f32 as *const c_void,
+                g.c as *mut c_void,
+                CUDA_R_32F,
+                g.ldc,
+                CUBLAS_COMPUTE_32F,
+                CUBLAS_GEMM_DEFAULT,
+            ),
+            "cublasGemmEx",
+        )
+    }
+}
+
+impl CudaDriver {
+    /// The cuBLAS handle of this driver, or `None` (warned once per process) when cuBLAS cannot
+    /// be loaded or set up.
+    fn create_blas(&self) -> Option<std::sync::Mutex<BlasHandle>> {
+        match self.try_create_blas() {
+            Ok(b) => Some(std::sync::Mutex::new(b)),
+            Err(e) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    eprintln!("warning: {e}; matrix products use the portable GPU kernel")
+                });
+                None
+            }
+        }
+    }
+
+    fn try_create_blas(&self) -> Result<BlasHandle> {
+        let lib = BlasLib::load()?;
+        self.current()?;
+        // SAFETY: cuBLAS C API; the context is current; every object is released on failure.
+        unsafe {
+            let mut h: BlasHandleT = std::ptr::null_mut();
+            blas_check((lib.create)(&mut h), "cublasCreate")?;
+            let mut ws: sys::CUdeviceptr = 0;
+            let r = check(
+                sys::cuMemAlloc_v2(&mut ws, BLAS_WORKSPACE),
+                "cuMemAlloc(cuBLAS workspace)",
+            )
+            .and_then(|_| blas_check((lib.set_stream)(h, self.raw_stream()), "cublasSetStream"))
+            // After the stream: cublasSetStream resets the workspace to the default pool.
+            .and_then(|_| {
+                blas_check(
+                    (lib.set_workspace)(h, ws as *mut c_void, BLAS_WORKSPACE),
+                    "cublasSetWorkspace",
+                )
+            });
+            if let Err(e) = r {
+                (lib.destroy)(h);
+                if ws != 0 {
+                    sys::cuMemFree_v2(ws);
+                }
+                return Err(e);
+            }
+            Ok(BlasHandle {
+                lib,
+                handle: h,
+                workspace: ws,
+            })
         }
     }
 }

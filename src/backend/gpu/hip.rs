@@ -447,9 +447,9 @@ impl Driver for HipDriver {
 
     fn begin_capture(&self) -> Result<()> {
         self.current()?;
-        // SAFETY: stream alive; mode 1 = hipStreamCaptureModeThreadLocal.
+        // SAFETY: stream alive; mode 2 = hipStreamCaptureModeRelaxed (allocations allowed).
         self.hip.check(
-            unsafe { (self.hip.begin_capture)(self.stream, 1) },
+            unsafe { (self.hip.begin_capture)(self.stream, 2) },
             "hipStreamBeginCapture",
         )
     }

@@ -62,7 +62,14 @@ kernel_file!(
     [SWIGLU_F32 = "swiglu_f32", GEGLU_F32 = "geglu_f32"]
 );
 kernel_file!(RMS_NORM, "rms_norm", [RMS_NORM_F32 = "rms_norm_f32"]);
-kernel_file!(ROPE, "rope", [ROPE_F32 = "rope_f32"]);
+kernel_file!(
+    ROPE,
+    "rope",
+    [
+        ROPE_F32 = "rope_f32",
+        QKV_ROPE_STORE_F32 = "qkv_rope_store_f32"
+    ]
+);
 kernel_file!(SOFTMAX, "softmax", [SOFTMAX_F32 = "softmax_f32"]);
 kernel_file!(ARGMAX, "argmax", [ARGMAX_F32 = "argmax_f32"]);
 kernel_file!(
@@ -70,6 +77,9 @@ kernel_file!(
     "attention",
     [
         ATTENTION_F16KV = "attention_f16kv",
+        ATTENTION_TILED_D64 = "attention_tiled_d64",
+        ATTENTION_TILED_D128 = "attention_tiled_d128",
+        ATTENTION_TILED_D256 = "attention_tiled_d256",
         KV_WRITE_F16 = "kv_write_f16",
         KV_STORE_F16 = "kv_store_f16",
         WEIGHTED_V_F16KV = "weighted_v_f16kv",
@@ -82,6 +92,7 @@ kernel_file!(
         MATVEC_SCALAR_F32 = "matvec_scalar_f32",
         MATVEC_SCALAR_F16 = "matvec_scalar_f16",
         MATVEC_SCALAR_BF16 = "matvec_scalar_bf16",
+        QUANTIZE_Q8_1 = "quantize_q8_1",
     ]
 );
 kernel_file!(MATMUL, "matmul", [F32_TO_F16 = "f32_to_f16"]);
@@ -108,6 +119,14 @@ kernel_file!(
 /// Prefixes of the kernels instantiated once per tensor type (`matvec_q4_k`), by
 /// `RF_FOR_EACH_TYPE` in `quants.h`.
 pub const MATVEC_PREFIX: &str = "matvec";
+/// Integer-dot matrix-vector kernels of `matvec.cu`, one vector (`mmvq1_q4_k`) or up to 4.
+pub const MMVQ1_PREFIX: &str = "mmvq1";
+/// See [`MMVQ1_PREFIX`].
+pub const MMVQ4_PREFIX: &str = "mmvq4";
+/// See [`MMVQ1_PREFIX`]; these quantize x themselves (`mmvqf1_q8_0`).
+pub const MMVQF1_PREFIX: &str = "mmvqf1";
+/// See [`MMVQF1_PREFIX`].
+pub const MMVQF4_PREFIX: &str = "mmvqf4";
 /// See [`MATVEC_PREFIX`].
 pub const MATMUL_PREFIX: &str = "matmul";
 /// See [`MATVEC_PREFIX`].

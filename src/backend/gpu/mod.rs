@@ -20,6 +20,7 @@ pub mod ops;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{Error, Result};
@@ -150,6 +151,15 @@ pub(crate) trait Driver: Send + Sync {
     /// # Safety
     /// `exec` came from `end_capture` and is destroyed once.
     unsafe fn graph_destroy(&self, exec: Handle);
+
+    /// `C = A^T B` through the vendor BLAS on the device's stream (cuBLAS; see
+    /// [`ops::matmul::Gemm`]). `Ok(false)` when the driver has none (HIP; no libcublas): the
+    /// caller falls back to its own kernel.
+    /// # Safety
+    /// The pointers in `g` address device memory valid for the extents it describes.
+    unsafe fn gemm(&self, _g: &ops::matmul::Gemm) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Reasons why devices were not opened, one per device or driver, for `--device auto`.
@@ -221,21 +231,57 @@ pub fn open_auto() -> (Option<GpuDevice>, Vec<Rejected>) {
 pub(crate) struct Inner {
     pub(crate) driver: Box<dyn Driver>,
     modules: Mutex<HashMap<&'static str, Arc<Module>>>,
-    /// Freed scratch allocations by rounded byte size, reused by `alloc_pooled` (one stream
-    /// orders every use, so a buffer freed while kernels still read it is safe to hand out).
-    pool: Mutex<HashMap<usize, Vec<u64>>>,
+    /// Freed scratch allocations, reused by `alloc_pooled` (one stream orders every use, so a
+    /// buffer freed while kernels still read it is safe to hand out).
+    pool: Arc<Pool>,
+    /// Scratch of captured graphs: `alloc_pooled` draws from here while a capture is under way.
+    /// The graphs' buffers are shared among them; that is safe because graphs replay one at a
+    /// time on the one stream, and each writes its scratch before reading it.
+    graph_pool: Arc<Pool>,
+    capturing: AtomicBool,
+    /// Bytes of live plain allocations (weights, caches, staging).
+    own_bytes: AtomicU64,
+    /// Bytes allocated for the pools (in use or free).
+    pool_bytes: AtomicU64,
+}
+
+/// Freed device allocations by rounded byte size.
+#[derive(Default)]
+pub(crate) struct Pool {
+    free: Mutex<HashMap<usize, Vec<u64>>>,
+}
+
+impl Pool {
+    fn take(&self, bucket: usize) -> Result<Option<u64>> {
+        Ok(self
+            .free
+            .lock()
+            .map_err(|_| Error::Gpu("allocation pool poisoned".into()))?
+            .get_mut(&bucket)
+            .and_then(|v| v.pop()))
+    }
+
+    /// Frees every pointer held; returns the bytes freed.
+    fn drain(&self, driver: &dyn Driver) -> usize {
+        let mut bytes = 0;
+        if let Ok(mut pool) = self.free.lock() {
+            for (b, ptrs) in pool.drain() {
+                for p in ptrs {
+                    // SAFETY: pooled pointers came from alloc and are owned by the pool alone.
+                    unsafe { driver.free(p) }
+                    bytes += b;
+                }
+            }
+        }
+        bytes
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Ok(pool) = self.pool.get_mut() {
-            for ptrs in pool.values() {
-                for &p in ptrs {
-                    // SAFETY: pooled pointers came from alloc and are owned by the pool alone.
-                    unsafe { self.driver.free(p) }
-                }
-            }
-        }
+        // Every buffer holds an Arc<Inner>: by now all pooled pointers are back in their pools.
+        self.pool.drain(self.driver.as_ref());
+        self.graph_pool.drain(self.driver.as_ref());
     }
 }
 
@@ -305,12 +351,21 @@ unsafe impl GpuElem for i64 {}
 unsafe impl GpuElem for half::f16 {}
 unsafe impl GpuElem for half::bf16 {}
 
+/// Where a buffer's memory goes when the buffer is dropped.
+enum Home {
+    /// Freed.
+    Own,
+    /// Returned to a pool.
+    Pool(Arc<Pool>),
+    /// Nothing: a view into memory someone else owns.
+    View,
+}
+
 /// A typed allocation in device memory, freed on drop.
 pub struct GpuBuffer<T: GpuElem> {
     ptr: u64,
     len: usize,
-    /// Returned to the device's pool on drop instead of freed.
-    pooled: bool,
+    home: Home,
     dev: Arc<Inner>,
     _t: PhantomData<T>,
 }
@@ -342,6 +397,27 @@ impl<T: GpuElem> GpuBuffer<T> {
         }
         Ok(self.ptr + (offset * std::mem::size_of::<T>()) as u64)
     }
+
+    /// A buffer of `len` elements at element `offset` of this one that frees nothing on drop.
+    ///
+    /// # Safety
+    /// The view must not be used after `self` is dropped (or, for a pooled buffer, handed out
+    /// again): the caller keeps the owner alive for as long as the view.
+    pub(crate) unsafe fn view(&self, offset: usize, len: usize) -> Result<GpuBuffer<T>> {
+        if offset.checked_add(len).is_none_or(|e| e > self.len) {
+            return Err(Error::Gpu(format!(
+                "view of {len} elements at {offset} past buffer length {}",
+                self.len
+            )));
+        }
+        Ok(GpuBuffer {
+            ptr: self.ptr + (offset * std::mem::size_of::<T>()) as u64,
+            len,
+            home: Home::View,
+            dev: self.dev.clone(),
+            _t: PhantomData,
+        })
+    }
 }
 
 impl<T: GpuElem> std::fmt::Debug for GpuBuffer<T> {
@@ -361,13 +437,20 @@ impl<T: GpuElem> Drop for GpuBuffer<T> {
         if self.ptr == 0 {
             return;
         }
-        if self.pooled {
-            if let Ok(mut pool) = self.dev.pool.lock() {
-                let b = pool_bucket(self.bytes());
-                pool.entry(b).or_default().push(self.ptr);
-                return;
+        match &self.home {
+            Home::View => return,
+            Home::Pool(pool) => {
+                if let Ok(mut free) = pool.free.lock() {
+                    let b = pool_bucket(self.bytes());
+                    free.entry(b).or_default().push(self.ptr);
+                    return;
+                }
             }
+            Home::Own => {}
         }
+        self.dev
+            .own_bytes
+            .fetch_sub(self.bytes() as u64, Ordering::Relaxed);
         // SAFETY: allocated by this driver in `alloc`, freed only here.
         unsafe { self.dev.driver.free(self.ptr) }
     }
@@ -405,7 +488,11 @@ impl GpuDevice {
             inner: Arc::new(Inner {
                 driver,
                 modules: Mutex::new(HashMap::new()),
-                pool: Mutex::new(HashMap::new()),
+                pool: Arc::default(),
+                graph_pool: Arc::default(),
+                capturing: AtomicBool::new(false),
+                own_bytes: AtomicU64::new(0),
+                pool_bytes: AtomicU64::new(0),
             }),
         })
     }
@@ -447,12 +534,16 @@ impl GpuDevice {
         let ptr = if bytes == 0 {
             0
         } else {
-            self.inner.driver.alloc(bytes)?
+            let p = self.inner.driver.alloc(bytes)?;
+            self.inner
+                .own_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+            p
         };
         Ok(GpuBuffer {
             ptr,
             len,
-            pooled: false,
+            home: Home::Own,
             dev: self.inner.clone(),
             _t: PhantomData,
         })
@@ -469,36 +560,58 @@ impl GpuDevice {
             return self.alloc(0);
         }
         let b = pool_bucket(bytes);
-        let reused = self
-            .inner
-            .pool
-            .lock()
-            .map_err(|_| Error::Gpu("allocation pool poisoned".into()))?
-            .get_mut(&b)
-            .and_then(|v| v.pop());
-        let ptr = match reused {
+        let pool = if self.inner.capturing.load(Ordering::Relaxed) {
+            &self.inner.graph_pool
+        } else {
+            &self.inner.pool
+        };
+        let ptr = match pool.take(b)? {
             Some(p) => p,
-            None => self.inner.driver.alloc(b)?,
+            None => {
+                let p = self.inner.driver.alloc(b)?;
+                self.inner.pool_bytes.fetch_add(b as u64, Ordering::Relaxed);
+                p
+            }
         };
         Ok(GpuBuffer {
             ptr,
             len,
-            pooled: true,
+            home: Home::Pool(pool.clone()),
             dev: self.inner.clone(),
             _t: PhantomData,
         })
     }
 
-    /// Frees every pooled scratch buffer not in use.
-    pub fn trim_pool(&self) {
-        if let Ok(mut pool) = self.inner.pool.lock() {
-            for (_, ptrs) in pool.drain() {
-                for p in ptrs {
-                    // SAFETY: pooled pointers are owned by the pool alone.
-                    unsafe { self.inner.driver.free(p) }
-                }
-            }
+    /// A buffer over `len` elements at device address `ptr` that frees nothing on drop.
+    ///
+    /// # Safety
+    /// `ptr` addresses at least `len` elements of this device's memory for as long as the buffer
+    /// is used.
+    pub(crate) unsafe fn borrow_raw<T: GpuElem>(&self, ptr: u64, len: usize) -> GpuBuffer<T> {
+        GpuBuffer {
+            ptr,
+            len,
+            home: Home::View,
+            dev: self.inner.clone(),
+            _t: PhantomData,
         }
+    }
+
+    /// Frees every pooled scratch buffer not in use (the graphs' scratch stays).
+    pub fn trim_pool(&self) {
+        let freed = self.inner.pool.drain(self.inner.driver.as_ref());
+        self.inner
+            .pool_bytes
+            .fetch_sub(freed as u64, Ordering::Relaxed);
+    }
+
+    /// Device memory this device's allocations hold: `(plain, scratch)` bytes, plain being
+    /// weights, KV caches and staging, scratch the pools' activations (in use or free).
+    pub fn memory_use(&self) -> (u64, u64) {
+        (
+            self.inner.own_bytes.load(Ordering::Relaxed),
+            self.inner.pool_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Allocates and fills with `data`.
@@ -653,13 +766,18 @@ impl GpuDevice {
         self.inner.driver.launch(kernel.handle, &cfg, &mut args)
     }
 
-    /// Starts capturing the stream's launches into a graph (CUDA graph / HIP graph).
+    /// Starts capturing the stream's launches into a graph (CUDA graph / HIP graph). Until
+    /// [`GpuDevice::end_capture`], `alloc_pooled` hands out the graphs' own scratch, which no
+    /// eager work uses.
     pub fn begin_capture(&self) -> Result<()> {
-        self.inner.driver.begin_capture()
+        self.inner.driver.begin_capture()?;
+        self.inner.capturing.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Ends the capture begun by [`GpuDevice::begin_capture`] and instantiates the graph.
     pub fn end_capture(&self) -> Result<GpuGraph> {
+        self.inner.capturing.store(false, Ordering::Relaxed);
         let exec = self.inner.driver.end_capture()?;
         Ok(GpuGraph {
             exec,

@@ -7,7 +7,8 @@
 
 use super::{check_len, dim};
 use crate::backend::gpu::kernels::{
-    ATTENTION, ATTENTION_F16KV, KV_STORE_F16, KV_WRITE_F16, WEIGHTED_V_F16KV,
+    ATTENTION, ATTENTION_F16KV, ATTENTION_TILED_D128, ATTENTION_TILED_D256, ATTENTION_TILED_D64,
+    KV_STORE_F16, KV_WRITE_F16, WEIGHTED_V_F16KV,
 };
 use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
 use crate::model::BLOCK_SIZE;
@@ -206,7 +207,14 @@ struct AttentionParams {
     window: u32,
     scale: f32,
     softcap: f32,
+    tokens: u32,
 }
+
+/// The tiled prefill kernel serves passes with at least this many query tokens per sequence on
+/// average (fewer: decode steps, where one block per (token, head) spreads the work wider).
+pub const TILED_MIN_TOKENS_PER_SEQ: usize = 8;
+/// Query tokens per block of the tiled kernel (`ATQ` in `kernels/attention.cu`).
+const TILED_QUERIES: usize = 16;
 
 /// `out[t, h, :] = softmax_j(q[t, h] . K[j]) V[j]` over the keys visible to token t
 /// (`q` and `out` are `[tokens, n_heads, head_dim]`).
@@ -252,7 +260,29 @@ pub fn attention(
         window: cfg.window.unwrap_or(0),
         scale: cfg.scale,
         softcap: cfg.softcap.unwrap_or(0.0),
+        tokens: dim("tokens", idx.tokens)?,
     };
+    // Prefill: the tiled kernel (queries share each block of keys through shared memory).
+    let tiled = match kv.head_dim {
+        d if !d.is_multiple_of(16) => None,
+        0..=64 => Some(ATTENTION_TILED_D64),
+        65..=128 => Some(ATTENTION_TILED_D128),
+        _ => Some(ATTENTION_TILED_D256),
+    };
+    if let Some(name) = tiled.filter(|_| idx.tokens >= TILED_MIN_TOKENS_PER_SEQ * idx.n_seqs) {
+        let kern = dev.kernel(&ATTENTION, name)?;
+        let lc = LaunchConfig {
+            grid: (
+                dim("blocks", idx.tokens.div_ceil(TILED_QUERIES))?,
+                cfg.n_heads as u32,
+                1,
+            ),
+            block: (4 * TILED_QUERIES as u32, 1, 1),
+            shared_mem: 0,
+        };
+        // SAFETY: as below; the kernel skips the grid's tokens past `tokens`.
+        return unsafe { dev.launch_params(&kern, lc, &p) };
+    }
     let lc = LaunchConfig {
         grid: (dim("tokens", idx.tokens)?, cfg.n_heads as u32, 1),
         block: (4 * dev.info().warp_size, 1, 1),

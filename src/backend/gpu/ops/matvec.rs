@@ -1,7 +1,16 @@
 //! Quantized matrix x vector(s): `y[b, r] = W[r, :] . x[b, :] (+ bias[r])` (`kernels/matvec.cu`).
+//!
+//! Quantized weights take the integer path ("mmvq"): x is quantized to Q8_1 (int8 in blocks of
+//! 32 with a float scale) into pooled scratch, then one kernel dots each weight row with it using
+//! 4-byte integer dot products. Float weights (F32, F16, BF16) take the float kernels.
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{check_len, dim, QMatrix};
-use crate::backend::gpu::kernels::{self, MATVEC, MATVEC_PREFIX};
+use crate::backend::gpu::kernels::{
+    self, MATVEC, MATVEC_PREFIX, MMVQ1_PREFIX, MMVQ4_PREFIX, MMVQF1_PREFIX, MMVQF4_PREFIX,
+    QUANTIZE_Q8_1,
+};
 use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
@@ -21,9 +30,209 @@ struct MatvecParams {
     rows_per_warp: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct QuantizeParams {
+    x: u64,
+    xq: u64,
+    xds: u64,
+    total: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MmvqParams {
+    w: u64,
+    xq: u64,
+    xds: u64,
+    x: u64,
+    bias: u64,
+    y: u64,
+    row_bytes: u64,
+    rows: u32,
+    cols: u32,
+    n: u32,
+    y_stride: u32,
+    warps_per_row: u32,
+}
+
+/// Benchmark knobs for the integer path; [`Tuning::default`] is what production uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Use the float kernels (v3) for quantized weights too.
+    pub float_path: bool,
+    /// Warps per row (1, 2 or 4); 0 chooses by shape.
+    pub warps_per_row: u32,
+    /// With `warps_per_row == 0`: rows x warps per row is kept at or under this many warps.
+    pub target_warps: u32,
+    /// Quantize x inside the product kernel (each block into its shared memory) instead of in a
+    /// separate launch: 0 never, 1 where a block's x bytes (f32) are at most its weight bytes,
+    /// 2 wherever it fits; always only up to `fuse_rows` rows and 32 KiB of shared memory.
+    pub fuse: u32,
+    /// Largest row count fused.
+    pub fuse_rows: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            float_path: false,
+            warps_per_row: 0,
+            target_warps: 4096,
+            fuse: 1,
+            fuse_rows: 16384,
+        }
+    }
+}
+
+// Mirrors `Tuning::default()`.
+static TUNE_FLOAT: AtomicU32 = AtomicU32::new(0);
+static TUNE_WPR: AtomicU32 = AtomicU32::new(0);
+static TUNE_TARGET: AtomicU32 = AtomicU32::new(4096);
+static TUNE_FUSE: AtomicU32 = AtomicU32::new(1);
+static TUNE_FUSE_ROWS: AtomicU32 = AtomicU32::new(16384);
+
+/// Sets the knobs of [`Tuning`] process-wide (benchmarks compare variants with it).
+pub fn set_tuning(t: Tuning) {
+    TUNE_FLOAT.store(t.float_path as u32, Ordering::Relaxed);
+    TUNE_WPR.store(t.warps_per_row, Ordering::Relaxed);
+    TUNE_TARGET.store(t.target_warps, Ordering::Relaxed);
+    TUNE_FUSE.store(t.fuse, Ordering::Relaxed);
+    TUNE_FUSE_ROWS.store(t.fuse_rows, Ordering::Relaxed);
+}
+
+/// The knobs in force.
+pub fn tuning() -> Tuning {
+    Tuning {
+        float_path: TUNE_FLOAT.load(Ordering::Relaxed) != 0,
+        warps_per_row: TUNE_WPR.load(Ordering::Relaxed),
+        target_warps: TUNE_TARGET.load(Ordering::Relaxed),
+        fuse: TUNE_FUSE.load(Ordering::Relaxed),
+        fuse_rows: TUNE_FUSE_ROWS.load(Ordering::Relaxed),
+    }
+}
+
+/// Weights per lane slice of the integer kernels (`Mmvq<T>::SE` in `matvec.cu`), or `None` for
+/// types without an integer kernel.
+fn mmvq_slice(ty: GgmlType) -> Option<usize> {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+            Some(32)
+        }
+        GgmlType::Q2K | GgmlType::Q3K => Some(128),
+        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => Some(64),
+        _ => None,
+    }
+}
+
+/// Warps per row: more for few, long rows (so the chip has work), while each lane keeps at least
+/// two slices.
+fn warps_per_row(t: Tuning, rows: usize, slices: usize) -> u32 {
+    if t.warps_per_row != 0 {
+        return t.warps_per_row.clamp(1, 4).next_power_of_two();
+    }
+    let mut wpr = 1usize;
+    while wpr < 4 && rows * wpr * 2 <= t.target_warps as usize && slices >= 64 * wpr {
+        wpr *= 2;
+    }
+    wpr as u32
+}
+
+/// The integer path: quantize x to Q8_1 in pooled scratch, then dot.
+/// Shapes already checked by [`matvec`]; `se` is [`mmvq_slice`] of the type.
+fn mmvq(
+    dev: &GpuDevice,
+    w: &QMatrix,
+    x: &GpuBuffer<f32>,
+    bias: Option<&GpuBuffer<f32>>,
+    y: &GpuBuffer<f32>,
+    batch: usize,
+) -> Result<()> {
+    let (wp, row_bytes) = w.checked("matvec")?;
+    let t = tuning();
+    let se = mmvq_slice(w.ty).unwrap_or(32);
+    let suffix = kernels::type_suffix(w.ty).unwrap_or("?");
+    let nb = if batch == 1 { 1 } else { 4 };
+    let wpr = warps_per_row(t, w.rows, w.cols / se) as usize;
+    let rows_per_block = 4 / wpr;
+    // Fused: each block quantizes min(batch, 4) vectors into shared memory.
+    let smem = nb.min(batch) * w.cols * 5 / 4;
+    let fuse = match t.fuse {
+        0 => false,
+        1 => 4 * w.cols * nb.min(batch) <= row_bytes * rows_per_block,
+        _ => true,
+    } && w.rows <= t.fuse_rows as usize
+        && smem <= 32 * 1024;
+    let (scratch, xq, xds, shared_mem) = if fuse {
+        (None, 0, 0, dim("shared memory", smem)?)
+    } else {
+        let total = batch * w.cols;
+        // xq: total int8 values; xds: total / 32 (d, d * sum) pairs after it (total % 32 == 0).
+        let scratch = dev.alloc_pooled::<u8>(total + total / 32 * 8)?;
+        let q = dev.kernel(&MATVEC, QUANTIZE_Q8_1)?;
+        let blocks = (total / 4).div_ceil(256);
+        let cfg = LaunchConfig {
+            grid: (dim("quantize blocks", blocks)?, 1, 1),
+            block: (256, 1, 1),
+            shared_mem: 0,
+        };
+        let xq = scratch.ptr();
+        let xds = xq + total as u64;
+        let qp = QuantizeParams {
+            x: x.ptr(),
+            xq,
+            xds,
+            total: dim("quantize elements", total)?,
+        };
+        // SAFETY: x holds `total` floats (checked by the caller), scratch `total + total / 8`
+        // bytes; params mirror the kernel struct.
+        unsafe { dev.launch_params(&q, cfg, &qp)? };
+        (Some(scratch), xq, xds, 0)
+    };
+    let prefix = match (fuse, nb) {
+        (false, 1) => MMVQ1_PREFIX,
+        (false, _) => MMVQ4_PREFIX,
+        (true, 1) => MMVQF1_PREFIX,
+        (true, _) => MMVQF4_PREFIX,
+    };
+    let k = dev.kernel(&MATVEC, &format!("{prefix}_{suffix}"))?;
+    let warp = dev.info().warp_size as usize;
+    let p = MmvqParams {
+        w: wp,
+        xq,
+        xds,
+        x: x.ptr(),
+        bias: bias.map_or(0, |b| b.ptr()),
+        y: y.ptr(),
+        row_bytes: row_bytes as u64,
+        rows: dim("rows", w.rows)?,
+        cols: dim("cols", w.cols)?,
+        n: dim("batch", batch)?,
+        y_stride: dim("rows", w.rows)?,
+        warps_per_row: wpr as u32,
+    };
+    let cfg = LaunchConfig {
+        grid: (
+            dim("blocks", w.rows.div_ceil(rows_per_block))?,
+            dim("batch groups", batch.div_ceil(nb))?,
+            1,
+        ),
+        block: (dim("threads", 4 * warp)?, 1, 1),
+        shared_mem,
+    };
+    // SAFETY: matrix, x, y and bias extents checked by the caller, scratch and shared memory
+    // sized above; params mirror the kernel struct. The scratch goes back to the pool after the
+    // launch is queued: later users of it are ordered after this kernel on the stream.
+    let r = unsafe { dev.launch_params(&k, cfg, &p) };
+    drop(scratch);
+    r
+}
+
 /// `y[b, r] = sum_k W[r, k] x[b, k] (+ bias[r])` for `b < batch`; x is `[batch, cols]`, y is
-/// `[batch, rows]`. Each weight is read once per vector; for many vectors use
-/// [`super::matmul::matmul`].
+/// `[batch, rows]`. Each weight is read once per 4 vectors (once in all for `batch <= 4`); for
+/// many vectors use [`super::matmul::matmul`]. Quantized weights see x rounded to Q8_1 (8-bit,
+/// blocks of 32): the result is exact for that x up to f32 rounding, so its error against the
+/// float product is at most `sum_k |w_k| amax_k / 254` (amax_k: the largest |x| of k's block).
 pub fn matvec(
     dev: &GpuDevice,
     w: &QMatrix,
@@ -43,6 +252,10 @@ pub fn matvec(
     }
     if batch > 65535 {
         return Err(Error::Gpu(format!("matvec batch {batch} exceeds 65535")));
+    }
+    let t = tuning();
+    if mmvq_slice(w.ty).is_some() && !t.float_path {
+        return mmvq(dev, w, x, bias, y, batch);
     }
     let name = if w.chunked() {
         format!(

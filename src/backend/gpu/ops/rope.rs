@@ -1,8 +1,10 @@
 //! Rotary position embedding, normal and NeoX (`kernels/rope.cu`).
 
+use super::attention::KvIndex;
 use super::{check_len, dim};
-use crate::backend::gpu::kernels::{ROPE, ROPE_F32};
+use crate::backend::gpu::kernels::{QKV_ROPE_STORE_F32, ROPE, ROPE_F32};
 use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
+use crate::model::BLOCK_SIZE;
 use crate::{Error, Result};
 
 /// Which elements rotate together.
@@ -90,5 +92,100 @@ pub fn rope(
         shared_mem: 0,
     };
     // SAFETY: extents checked.
+    unsafe { dev.launch_params(&k, lc, &p) }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct QkvRopeStoreParams {
+    qkv: u64,
+    q_out: u64,
+    k_cache: u64,
+    v_cache: u64,
+    positions: u64,
+    seq_of_token: u64,
+    block_tables: u64,
+    freq_factors: u64,
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    rot_dim: u32,
+    neox: u32,
+    max_blocks: u32,
+    base: f32,
+    freq_scale: f32,
+}
+
+/// The attention input step in one launch: `qkv` `[tokens, (n_heads + 2 n_kv_heads) * head_dim]`
+/// (Q | K | V columns); Q heads rotated into `q_out` (`[tokens, n_heads * head_dim]`), K heads
+/// rotated and V heads copied into the F16 caches (`[num_blocks, n_kv_heads, 16, head_dim]`) at
+/// each token's slot. `cfg.heads` is the number of Q heads; K uses the same rotation.
+#[allow(clippy::too_many_arguments)]
+pub fn qkv_rope_store(
+    dev: &GpuDevice,
+    cfg: &RopeConfig,
+    n_kv_heads: usize,
+    qkv: &GpuBuffer<f32>,
+    q_out: &GpuBuffer<f32>,
+    caches: (&GpuBuffer<half::f16>, &GpuBuffer<half::f16>, usize),
+    idx: &KvIndex,
+    freq_factors: Option<&GpuBuffer<f32>>,
+) -> Result<()> {
+    let (k_cache, v_cache, num_blocks) = caches;
+    let d = cfg.head_dim;
+    if !cfg.rot_dim.is_multiple_of(2) || cfg.rot_dim > d {
+        return Err(Error::Gpu(format!(
+            "qkv_rope_store: rot_dim {} must be even and at most head_dim {d}",
+            cfg.rot_dim
+        )));
+    }
+    let t = idx.tokens;
+    check_len("qkv", qkv, t * (cfg.heads + 2 * n_kv_heads) * d)?;
+    check_len("q_out", q_out, t * cfg.heads * d)?;
+    let cache = num_blocks * n_kv_heads * BLOCK_SIZE * d;
+    check_len("k cache", k_cache, cache)?;
+    check_len("v cache", v_cache, cache)?;
+    check_len("positions", idx.positions, t)?;
+    check_len("seq_of_token", idx.seq_of_token, t)?;
+    check_len(
+        "block_tables",
+        idx.block_tables,
+        idx.n_seqs * idx.max_blocks,
+    )?;
+    if let Some(f) = freq_factors {
+        check_len("rope freq_factors", f, cfg.rot_dim / 2)?;
+    }
+    let heads = cfg.heads + 2 * n_kv_heads;
+    if t == 0 || heads == 0 {
+        return Ok(());
+    }
+    if heads > 65535 {
+        return Err(Error::Gpu(format!("qkv_rope_store: {heads} heads")));
+    }
+    let k = dev.kernel(&ROPE, QKV_ROPE_STORE_F32)?;
+    let p = QkvRopeStoreParams {
+        qkv: qkv.ptr(),
+        q_out: q_out.ptr(),
+        k_cache: k_cache.ptr(),
+        v_cache: v_cache.ptr(),
+        positions: idx.positions.ptr(),
+        seq_of_token: idx.seq_of_token.ptr(),
+        block_tables: idx.block_tables.ptr(),
+        freq_factors: freq_factors.map_or(0, |b| b.ptr()),
+        n_heads: dim("n_heads", cfg.heads)?,
+        n_kv_heads: dim("n_kv_heads", n_kv_heads)?,
+        head_dim: dim("head_dim", d)?,
+        rot_dim: dim("rot_dim", cfg.rot_dim)?,
+        neox: (cfg.mode == RopeMode::Neox) as u32,
+        max_blocks: dim("max_blocks", idx.max_blocks)?,
+        base: cfg.base,
+        freq_scale: cfg.freq_scale,
+    };
+    let lc = LaunchConfig {
+        grid: (dim("tokens", t)?, heads as u32, 1),
+        block: (64, 1, 1),
+        shared_mem: 0,
+    };
+    // SAFETY: extents checked; block ids and positions are validated by the backend's index.
     unsafe { dev.launch_params(&k, lc, &p) }
 }
