@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{best_kernel, best_kernel_x4, quantize_row, vec_dot_type, DotFn, GgmlType};
+use super::{best_kernel, best_kernel_x4, quantize_act_row, vec_dot_type, DotFn, GgmlType};
 use crate::{Error, Result};
 
 thread_local! {
@@ -158,10 +158,10 @@ fn run_quantized(
     if s.n_tok >= 8 {
         act.par_chunks_mut(arb)
             .zip(x.par_chunks(s.n_cols))
-            .try_for_each(|(a, xr)| quantize_row(at, xr, a))?;
+            .try_for_each(|(a, xr)| quantize_act_row(at, xr, a))?;
     } else {
         for (a, xr) in act.chunks_mut(arb).zip(x.chunks(s.n_cols)) {
-            quantize_row(at, xr, a)?;
+            quantize_act_row(at, xr, a)?;
         }
     }
     compute(kernel, w, act, arb, s, out);

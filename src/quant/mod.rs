@@ -267,6 +267,26 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
+/// Quantizes one activation row for a dot product, as ggml-cpu's `from_float` does on this
+/// machine: Q8_0 and Q8_1 round like its SIMD quantizers (see `q8::quantize_q8_0_act`), other
+/// types as [`quantize_row`]. Matches llama.cpp's CPU products exactly; weights keep
+/// [`quantize_row`] (the reference rounding the gguf package reproduces).
+pub fn quantize_act_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {
+    match ty {
+        GgmlType::Q8_0 => {
+            check_row(ty, dst.len(), src.len(), "destination")?;
+            q8::quantize_q8_0_act(src, as_blocks_mut(dst));
+            Ok(())
+        }
+        GgmlType::Q8_1 => {
+            check_row(ty, dst.len(), src.len(), "destination")?;
+            q8::quantize_q8_1_act(src, as_blocks_mut(dst));
+            Ok(())
+        }
+        _ => quantize_row(ty, src, dst),
+    }
+}
+
 /// The type activations are quantized to before a dot product with weights of type `ty`
 /// (ggml's `vec_dot_type`). For float weights the activation stays f32.
 pub fn vec_dot_type(ty: GgmlType) -> GgmlType {

@@ -60,6 +60,62 @@ pub(super) fn quantize_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
     }
 }
 
+/// The activation quantizer of ggml-cpu's `quantize_row_q8_0` / `_q8_1` as built for this
+/// machine, which CPU inference must match to reproduce llama.cpp's products: on x86 (AVX2 and
+/// AVX-512 paths) the values are multiplied by `127 / amax` instead of `1 / d`, and on x86 and
+/// aarch64 (NEON) rounded half to even instead of half away from zero. `d` is `amax / 127` as
+/// in the reference. About one element in 30 lands one step away from the reference's rounding.
+#[inline]
+fn act_scale(amax: f32) -> f32 {
+    if amax == 0.0 {
+        0.0
+    } else if cfg!(target_arch = "x86_64") || cfg!(target_arch = "x86") {
+        127.0 / amax
+    } else {
+        1.0 / (amax / 127.0)
+    }
+}
+
+#[inline]
+fn act_round(v: f32) -> i8 {
+    if cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64"
+    )) {
+        v.round_ties_even() as i8
+    } else {
+        v.round() as i8
+    }
+}
+
+/// Q8_0 for activations (see `act_scale`); weights use [`quantize_q8_0`].
+pub(super) fn quantize_q8_0_act(src: &[f32], dst: &mut [BlockQ8_0]) {
+    for (x, b) in src.chunks_exact(32).zip(dst.iter_mut()) {
+        let m = amax(x);
+        let id = act_scale(m);
+        b.d = f32_to_f16(m / 127.0);
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = act_round(v * id);
+        }
+    }
+}
+
+/// Q8_1 for activations (see `act_scale`); weights use [`quantize_q8_1`].
+pub(super) fn quantize_q8_1_act(src: &[f32], dst: &mut [BlockQ8_1]) {
+    for (x, b) in src.chunks_exact(32).zip(dst.iter_mut()) {
+        let m = amax(x);
+        let (d, id) = (m / 127.0, act_scale(m));
+        b.d = f32_to_f16(d);
+        let mut sum = 0i32;
+        for (q, v) in b.qs.iter_mut().zip(x) {
+            *q = act_round(v * id);
+            sum += *q as i32;
+        }
+        b.s = f32_to_f16(sum as f32 * d);
+    }
+}
+
 /// quantize_row_q8_1_ref: as Q8_0 plus s = d * sum(q) (f32 d, stored as f16).
 pub(super) fn quantize_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) {
     for (x, b) in src.chunks_exact(32).zip(dst.iter_mut()) {

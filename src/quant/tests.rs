@@ -411,3 +411,30 @@ fn prefill_matmul_matches_vec_dot_ref() {
         }
     }
 }
+
+/// Activations are quantized as ggml-cpu's own `from_float` for Q8_0 does on x86 (values
+/// obtained by calling llama-cpp-python's libggml-cpu through ctypes): `127 / amax` and
+/// ties-to-even, where the reference (`quantize_row`, what weights use) gives 74, 3, 1.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn q8_0_activations_round_like_ggml_cpu() {
+    let mut x = [0f32; 32];
+    for (v, bits) in x.iter_mut().zip([
+        0x43869653u32,
+        0x431bc833,
+        0xc31bc833,
+        0x40a98f06,
+        0x3f87a59e,
+    ]) {
+        *v = f32::from_bits(bits);
+    }
+    let mut act = [0u8; 34];
+    quantize_act_row(GgmlType::Q8_0, &x, &mut act).unwrap();
+    assert_eq!(act[..2], [0x3d, 0x40]); // d as ggml stores it
+    let q: Vec<i8> = act[2..7].iter().map(|&b| b as i8).collect();
+    assert_eq!(q, [127, 73, -73, 2, 0]);
+    let mut reference = [0u8; 34];
+    quantize_row(GgmlType::Q8_0, &x, &mut reference).unwrap();
+    let r: Vec<i8> = reference[2..7].iter().map(|&b| b as i8).collect();
+    assert_eq!(r, [127, 74, -74, 3, 1]);
+}
