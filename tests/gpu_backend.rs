@@ -321,7 +321,11 @@ fn fused_qkv_rope_store_and_glu_match_their_parts() {
     let qkv = randn(&mut rng, t * w, 1.0);
     for (kind, n_rot, ff) in [
         (RopeKind::Neox, 64, None),
-        (RopeKind::Normal, 48, Some((0..24).map(|i| 1.0 + i as f32 * 0.1).collect())),
+        (
+            RopeKind::Normal,
+            48,
+            Some((0..24).map(|i| 1.0 + i as f32 * 0.1).collect()),
+        ),
     ] {
         let rope = |n_heads| RopeParams {
             kind,
@@ -355,10 +359,9 @@ fn fused_qkv_rope_store_and_glu_match_their_parts() {
             gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
             gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
         );
-        let qp = rocmforge::backend::qkv_rope_store_split(
-            &gpu, &xg, &rq, &rk, &mut kp, &mut vp, &batch,
-        )
-        .unwrap();
+        let qp =
+            rocmforge::backend::qkv_rope_store_split(&gpu, &xg, &rq, &rk, &mut kp, &mut vp, &batch)
+                .unwrap();
         assert_eq!(gpu.to_host(&qf).unwrap(), gpu.to_host(&qp).unwrap());
         let of = gpu.to_host(&gpu.attention(&qf, &kf, &vf, &batch, &attn).unwrap());
         let op = gpu.to_host(&gpu.attention(&qp, &kp, &vp, &batch, &attn).unwrap());

@@ -59,7 +59,8 @@ impl<B: Backend> Llama<B> {
     /// Logits `[batch.logits_for.len(), n_vocab]` (row-major) for `batch`.
     pub fn forward(&self, be: &B, batch: &Batch, kv: &mut KvCache<B>) -> Result<B::Tensor> {
         let c = &self.config;
-        let mut x = be.embedding(&self.tok_embd, batch.tokens)?; // [n, n_embd]
+        // [n, n_embd]
+        let mut x = be.embedding(&self.tok_embd, batch.tokens)?;
         // The FFN output of the layer before, added to x together with the next norm.
         let mut pending: Option<B::Tensor> = None;
         for (il, layer) in self.layers.iter().enumerate() {
