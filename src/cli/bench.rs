@@ -312,19 +312,19 @@ pub fn bench<B: Backend>(
     Ok(rows)
 }
 
-/// The device memory a GPU backend holds for `model` with a KV cache of `kv_blocks` blocks.
+/// The device memory a GPU backend holds for `model`, read after the runs (each run's KV cache
+/// of `kv_blocks` blocks is freed by then: what is held is the weights and the staging buffer,
+/// plus the scratch pools), with the KV cache one run allocates.
 pub fn memory_row<B: Backend>(model: &Model<B>, kv_blocks: usize) -> Option<MemoryRow> {
     let (plain, scratch) = model.backend().gpu_device()?.memory_use();
     let c = model.config();
     let kv = (kv_blocks * BLOCK_SIZE) as f64 * kv_bytes_at(c, 1.0);
     let mib = |b: f64| b / (1024.0 * 1024.0);
-    // plain = weights + the KV cache (+ a few KiB of staging)
-    let weights = (plain as f64 - kv).max(0.0);
     Some(MemoryRow {
-        weights_mib: mib(weights),
+        weights_mib: mib(plain as f64),
         kv_mib: mib(kv),
         scratch_mib: mib(scratch as f64),
-        scratch_pct: 100.0 * scratch as f64 / (plain as f64).max(1.0),
+        scratch_pct: 100.0 * scratch as f64 / (plain as f64 + kv).max(1.0),
     })
 }
 
