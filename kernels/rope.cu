@@ -15,17 +15,27 @@ struct RopeParams {
     float freq_scale;
 };
 
+// The rotation of pair i (i < rot_dim / 2) at position pos: its two indices within the head
+// (a, b) and the angle's cosine and sine. Shared by rope_f32 and qkv_rope_store_f32.
+RF_DEVICE void rf_rope_pair(float pos, u32 i, u32 rot_dim, u32 neox, float base, float freq_scale,
+                            const float* freq_factors, u32* a, u32* b, float* c, float* s) {
+    const u32 half = rot_dim / 2;
+    float theta = pos * freq_scale * powf(base, -2.0f * (float)i / (float)rot_dim);
+    if (freq_factors) theta /= freq_factors[i];
+    sincosf(theta, s, c);
+    *a = neox ? i : 2 * i;
+    *b = neox ? i + half : 2 * i + 1;
+}
+
 RF_KERNEL void rope_f32(const RopeParams p) {
     const u32 t = blockIdx.x, h = blockIdx.y;
     float* x = p.x + ((u64)t * p.heads + h) * p.head_dim;
     const float pos = (float)p.positions[t];
     const u32 half = p.rot_dim / 2;
     for (u32 i = threadIdx.x; i < half; i += blockDim.x) {
-        float theta = pos * p.freq_scale * powf(p.base, -2.0f * (float)i / (float)p.rot_dim);
-        if (p.freq_factors) theta /= p.freq_factors[i];
-        float s, c;
-        sincosf(theta, &s, &c);
-        const u32 a = p.neox ? i : 2 * i, b = p.neox ? i + half : 2 * i + 1;
+        u32 a, b;
+        float c, s;
+        rf_rope_pair(pos, i, p.rot_dim, p.neox, p.base, p.freq_scale, p.freq_factors, &a, &b, &c, &s);
         const float x0 = x[a], x1 = x[b];
         x[a] = x0 * c - x1 * s;
         x[b] = x0 * s + x1 * c;
@@ -78,11 +88,9 @@ RF_KERNEL void qkv_rope_store_f32(const QkvRopeStoreParams p) {
     const u32 half = p.rot_dim / 2;
     const float fpos = (float)pos;
     for (u32 i = threadIdx.x; i < half; i += blockDim.x) {
-        float theta = fpos * p.freq_scale * powf(p.base, -2.0f * (float)i / (float)p.rot_dim);
-        if (p.freq_factors) theta /= p.freq_factors[i];
-        float s, c;
-        sincosf(theta, &s, &c);
-        const u32 a = p.neox ? i : 2 * i, b = p.neox ? i + half : 2 * i + 1;
+        u32 a, b;
+        float c, s;
+        rf_rope_pair(fpos, i, p.rot_dim, p.neox, p.base, p.freq_scale, p.freq_factors, &a, &b, &c, &s);
         const float x0 = x[a], x1 = x[b];
         const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
         if (is_q) {

@@ -42,6 +42,52 @@ fn both(
     )
 }
 
+/// Whole sequences of `lens` tokens each over block `tables` (a prefill of every sequence):
+/// their slots, and per token its position and sequence index.
+struct Prefill<'a> {
+    seqs: Vec<SeqSlot<'a>>,
+    positions: Vec<u32>,
+    seq_of: Vec<u32>,
+    tokens: Vec<u32>,
+}
+
+impl<'a> Prefill<'a> {
+    fn new(tables: &'a [Vec<u32>], lens: &[usize]) -> Self {
+        let seqs = tables
+            .iter()
+            .zip(lens)
+            .map(|(t, &l)| SeqSlot {
+                block_table: t,
+                kv_len: l,
+            })
+            .collect();
+        let (mut positions, mut seq_of) = (Vec::new(), Vec::new());
+        for (s, &l) in lens.iter().enumerate() {
+            for p in 0..l {
+                positions.push(p as u32);
+                seq_of.push(s as u32);
+            }
+        }
+        let tokens = vec![1u32; positions.len()];
+        Prefill {
+            seqs,
+            positions,
+            seq_of,
+            tokens,
+        }
+    }
+
+    fn batch(&self) -> Batch<'_> {
+        Batch {
+            tokens: &self.tokens,
+            positions: &self.positions,
+            seq_of_token: &self.seq_of,
+            seqs: &self.seqs,
+            logits_for: &[0],
+        }
+    }
+}
+
 #[test]
 fn gpu_backend_matches_cpu_backend() {
     let Some(dev) = gpu_util::device("gpu_backend_matches_cpu_backend") else {
@@ -192,35 +238,9 @@ fn gpu_backend_matches_cpu_backend() {
     let (nkv, hd, nh) = (2usize, 64usize, 4usize);
     let n_blocks = 12;
     let tables: [Vec<u32>; 2] = [vec![7, 2, 9], vec![4, 11]];
-    let lens = [40usize, 20];
-    let seqs = [
-        SeqSlot {
-            block_table: &tables[0],
-            kv_len: lens[0],
-        },
-        SeqSlot {
-            block_table: &tables[1],
-            kv_len: lens[1],
-        },
-    ];
-    let mut positions = Vec::new();
-    let mut seq_of = Vec::new();
-    for (s, &l) in lens.iter().enumerate() {
-        for p in 0..l {
-            positions.push(p as u32);
-            seq_of.push(s as u32);
-        }
-    }
-    let tokens = vec![1u32; positions.len()];
-    let logits_for = [0u32];
-    let batch = Batch {
-        tokens: &tokens,
-        positions: &positions,
-        seq_of_token: &seq_of,
-        seqs: &seqs,
-        logits_for: &logits_for,
-    };
-    let t = positions.len();
+    let prefill = Prefill::new(&tables, &[40, 20]);
+    let batch = prefill.batch();
+    let t = batch.n_tokens();
     let kd = randn(&mut rng, t * nkv * hd, 1.0);
     let vd = randn(&mut rng, t * nkv * hd, 1.0);
     let qd = randn(&mut rng, t * nh * hd, 1.0);
@@ -290,33 +310,9 @@ fn fused_qkv_rope_store_and_glu_match_their_parts() {
     let cpu = CpuBackend::new();
     let (nh, nkv, hd, n_blocks) = (4usize, 2usize, 64usize, 12usize);
     let tables: [Vec<u32>; 2] = [vec![7, 2, 9], vec![4, 11]];
-    let lens = [37usize, 5];
-    let seqs = [
-        SeqSlot {
-            block_table: &tables[0],
-            kv_len: lens[0],
-        },
-        SeqSlot {
-            block_table: &tables[1],
-            kv_len: lens[1],
-        },
-    ];
-    let (mut positions, mut seq_of) = (Vec::new(), Vec::new());
-    for (s, &l) in lens.iter().enumerate() {
-        for p in 0..l {
-            positions.push(p as u32);
-            seq_of.push(s as u32);
-        }
-    }
-    let tokens = vec![1u32; positions.len()];
-    let batch = Batch {
-        tokens: &tokens,
-        positions: &positions,
-        seq_of_token: &seq_of,
-        seqs: &seqs,
-        logits_for: &[0],
-    };
-    let t = positions.len();
+    let prefill = Prefill::new(&tables, &[37, 5]);
+    let batch = prefill.batch();
+    let t = batch.n_tokens();
     let w = (nh + 2 * nkv) * hd;
     let qkv = randn(&mut rng, t * w, 1.0);
     for (kind, n_rot, ff) in [

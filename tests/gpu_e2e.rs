@@ -37,11 +37,7 @@ fn greedy<B: Backend>(m: &Model<B>, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<
             logits_for: &last,
         };
         let logits = m.forward(&batch, &mut kv).unwrap();
-        let best = logits
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
-            .0 as u32;
+        let best = argmax(&logits);
         all_logits.push(logits);
         done = toks.len();
         toks.push(best);

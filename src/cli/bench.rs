@@ -64,19 +64,11 @@ pub struct BenchArgs {
     pub parallel: Vec<usize>,
     /// F16 copies of the quantized weights for batched products (GPU): auto (with --parallel,
     /// when they fit in 40% of free memory), on, off. Plain pp/tg runs keep them off unless on.
-    #[arg(long, value_enum, default_value_t = BatchF16Arg::Auto)]
-    pub batch_f16: BatchF16Arg,
+    #[arg(long, value_enum, default_value_t = device::BatchF16::Auto)]
+    pub batch_f16: device::BatchF16,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
     pub output: Format,
-}
-
-/// `--batch-f16` of bench.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BatchF16Arg {
-    Auto,
-    On,
-    Off,
 }
 
 /// How `tg` picks each token.
@@ -362,18 +354,17 @@ struct Task {
     sampler: SamplerChoice,
     sampling: Sampling,
     parallel: Vec<usize>,
-    batch_f16: BatchF16Arg,
+    batch_f16: device::BatchF16,
     output: Format,
 }
 
 impl device::ModelTask for Task {
     type Output = ();
     fn batch_f16(&self) -> device::BatchF16 {
+        // auto: only batched serving (`--parallel`) uses the copies
         match self.batch_f16 {
-            BatchF16Arg::On => device::BatchF16::On,
-            BatchF16Arg::Off => device::BatchF16::Off,
-            BatchF16Arg::Auto if self.parallel.is_empty() => device::BatchF16::Off,
-            BatchF16Arg::Auto => device::BatchF16::Auto,
+            device::BatchF16::Auto if self.parallel.is_empty() => device::BatchF16::Off,
+            b => b,
         }
     }
     fn run<B: Backend>(self, model: Model<B>, _load_s: f64) -> Result<()> {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::metrics::Metrics;
-use super::request::{Event, FinishReason, GenRequest, TokenLogprob, Usage};
+use super::request::{Event, FinishReason, GenRequest, SamplingSpec, TokenLogprob, Usage};
 use super::runner::{run_step, StepResult};
 use super::scheduler::{Scheduler, SchedulerConfig};
 use super::stop::StopMatcher;
@@ -325,30 +325,23 @@ impl EngineLoop {
             return false;
         }
         let on_device = self.model.samples_on_device();
-        let mut specs = Vec::new();
-        let mut host_logits = false;
-        if on_device {
-            for x in out.seqs.iter().filter(|x| x.wants_logits) {
-                let (Some(st), Some(seq)) = (self.reqs.get(&x.id), self.sched.running_seq(x.id))
-                else {
-                    continue;
-                };
-                let n = seq.tokens.len();
-                let last_n = st.req.sampling.penalty_last_n.min(n);
-                host_logits |= st.req.logprobs.is_some();
-                specs.push((x.id, n - last_n, st.seed, st.seq_id, st.n_generated as u64));
-            }
-        }
         let result = {
-            let mut draws = Vec::with_capacity(specs.len());
-            for &(id, from, seed, seq_id, step) in &specs {
-                if let (Some(st), Some(seq)) = (self.reqs.get(&id), self.sched.running_seq(id)) {
+            let mut draws = Vec::new();
+            let mut host_logits = false;
+            if on_device {
+                for x in out.seqs.iter().filter(|x| x.wants_logits) {
+                    let (Some(st), Some(seq)) =
+                        (self.reqs.get(&x.id), self.sched.running_seq(x.id))
+                    else {
+                        continue;
+                    };
+                    host_logits |= st.req.logprobs.is_some();
                     draws.push(Draw {
                         spec: &st.req.sampling,
-                        seed,
-                        recent: &seq.tokens[from..],
-                        seq_id,
-                        step,
+                        seed: st.seed,
+                        recent: penalty_window(&seq.tokens, &st.req.sampling),
+                        seq_id: st.seq_id,
+                        step: st.n_generated as u64,
                     });
                 }
             }
@@ -404,8 +397,7 @@ impl EngineLoop {
             return Ok(());
         };
         let n_tokens = seq.tokens.len();
-        let last_n = st.req.sampling.penalty_last_n.min(n_tokens);
-        let recent = &seq.tokens[n_tokens - last_n..];
+        let recent = penalty_window(&seq.tokens, &st.req.sampling);
         let token = match (token, logits) {
             (Some(t), _) => t,
             (None, Some(logits)) => self.sampler.sample(&SampleArgs {
@@ -477,6 +469,11 @@ impl EngineLoop {
             .prefix_hits
             .store(self.sched.prefix_hits(), Relaxed);
     }
+}
+
+/// The tokens the penalties look at: the last `penalty_last_n` of the sequence.
+fn penalty_window<'a>(tokens: &'a [u32], spec: &SamplingSpec) -> &'a [u32] {
+    &tokens[tokens.len() - spec.penalty_last_n.min(tokens.len())..]
 }
 
 /// Drains the decoder and the stop matcher at the end of generation; a stop string completed

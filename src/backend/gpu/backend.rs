@@ -109,6 +109,33 @@ struct IndexBufs {
     kv_lens: Arc<GpuBuffer<u32>>,
 }
 
+impl IndexBufs {
+    /// The index as the attention ops take it, for a pass of `tokens` tokens of `n_seqs`
+    /// sequences.
+    fn kv(&self, n_seqs: usize, tokens: usize) -> KvIndex<'_> {
+        KvIndex {
+            block_tables: &self.tables,
+            max_blocks: self.max_blocks,
+            seq_of_token: &self.seq_of_token,
+            positions: &self.positions,
+            kv_lens: &self.kv_lens,
+            n_seqs,
+            tokens,
+        }
+    }
+}
+
+/// The parts of a [`Stage`], in their order in the staging buffer.
+#[derive(Clone, Copy)]
+enum Part {
+    Tokens,
+    Positions,
+    SeqOfToken,
+    LogitsFor,
+    Tables,
+    KvLens,
+}
+
 /// The batch of the current forward pass: host copies (to recognize it) and its place in the
 /// staging buffer.
 struct Stage {
@@ -120,10 +147,8 @@ struct Stage {
     tables: Vec<u32>,
     kv_lens: Vec<u32>,
     stride: usize,
-    /// Largest block id in the tables (checked against each cache).
-    max_block: u32,
-    /// Element offsets in `buf` of tokens, positions, seq_of_token, logits_for, tables, kv_lens.
-    off: [usize; 6],
+    /// Largest block id in the tables (checked against each cache); None without blocks.
+    max_block: Option<u32>,
 }
 
 impl Stage {
@@ -147,7 +172,7 @@ impl Stage {
         let stride = max_blocks.next_power_of_two();
         let mut tables = vec![0u32; batch.seqs.len() * stride];
         let mut kv_lens = Vec::with_capacity(batch.seqs.len());
-        let mut max_block = 0;
+        let mut max_block = None;
         for (i, s) in batch.seqs.iter().enumerate() {
             if s.kv_len > s.block_table.len() * BLOCK_SIZE {
                 return Err(Error::InvalidInput(format!(
@@ -157,7 +182,7 @@ impl Stage {
                 )));
             }
             tables[i * stride..i * stride + s.block_table.len()].copy_from_slice(s.block_table);
-            max_block = s.block_table.iter().fold(max_block, |m, &b| m.max(b));
+            max_block = s.block_table.iter().copied().max().max(max_block);
             kv_lens.push(u32::try_from(s.kv_len).map_err(|_| {
                 Error::InvalidInput(format!("batch: sequence {i} kv_len {}", s.kv_len))
             })?);
@@ -176,7 +201,7 @@ impl Stage {
                 )));
             }
         }
-        let mut st = Stage {
+        Ok(Stage {
             tokens: batch.tokens.to_vec(),
             positions: batch.positions.to_vec(),
             seq_of_token: batch.seq_of_token.to_vec(),
@@ -185,41 +210,41 @@ impl Stage {
             kv_lens,
             stride,
             max_block,
-            off: [0; 6],
-        };
-        let mut at = 0;
-        for (i, len) in st.lens().into_iter().enumerate() {
-            st.off[i] = at;
-            at += len;
-        }
-        Ok(st)
+        })
     }
 
-    fn lens(&self) -> [usize; 6] {
+    /// The parts in staging-buffer order.
+    fn parts(&self) -> [&[u32]; 6] {
         [
-            self.tokens.len(),
-            self.positions.len(),
-            self.seq_of_token.len(),
-            self.logits_for.len(),
-            self.tables.len(),
-            self.kv_lens.len(),
-        ]
-    }
-
-    /// The staged data, packed in `off` order.
-    fn packed(&self) -> Vec<u32> {
-        let mut v = Vec::with_capacity(self.lens().iter().sum());
-        for part in [
             &self.tokens,
             &self.positions,
             &self.seq_of_token,
             &self.logits_for,
             &self.tables,
             &self.kv_lens,
-        ] {
-            v.extend_from_slice(part);
+        ]
+    }
+
+    /// `(offset, length)` of a part in the staging buffer.
+    fn place(&self, part: Part) -> (usize, usize) {
+        let parts = self.parts();
+        let i = part as usize;
+        (parts[..i].iter().map(|p| p.len()).sum(), parts[i].len())
+    }
+
+    /// Checks the block ids against a cache of `n_blocks` blocks.
+    fn check_blocks(&self, n_blocks: usize) -> Result<()> {
+        match self.max_block {
+            Some(b) if b as usize >= n_blocks => Err(Error::InvalidInput(format!(
+                "batch: block id {b} >= KV cache blocks {n_blocks}"
+            ))),
+            _ => Ok(()),
         }
-        v
+    }
+
+    /// The staged data, packed in part order.
+    fn packed(&self) -> Vec<u32> {
+        self.parts().concat()
     }
 
     /// Whether `batch` is the staged one (same positions, sequences and block tables).
@@ -371,22 +396,18 @@ impl GpuBackend {
         Ok(stride)
     }
 
-    /// Part `i` of the staged data as a device buffer, if the stage holds `want` there.
-    fn staged(&self, i: usize, want: &[u32]) -> Result<Option<Arc<GpuBuffer<u32>>>> {
-        let st = self.lock(&self.stage, "stage")?;
-        let Some(st) = st.as_ref() else {
-            return Ok(None);
+    /// `data` on the device: the staged `part` when it holds `data`, else uploaded into `slot`.
+    fn index_part(&self, part: Part, slot: usize, data: &[u32]) -> Result<Arc<GpuBuffer<u32>>> {
+        let place = {
+            let st = self.lock(&self.stage, "stage")?;
+            st.as_ref()
+                .filter(|st| st.parts()[part as usize] == data)
+                .map(|st| st.place(part))
         };
-        let part = match i {
-            0 => &st.tokens,
-            1 => &st.positions,
-            3 => &st.logits_for,
-            _ => return Ok(None),
-        };
-        if part.as_slice() != want {
-            return Ok(None);
+        match place {
+            Some((off, len)) => self.stage_view(off, len),
+            None => self.upload_cached(slot, data),
         }
-        self.stage_view(st.off[i], want.len()).map(Some)
     }
 
     fn stage_view(&self, off: usize, len: usize) -> Result<Arc<GpuBuffer<u32>>> {
@@ -508,31 +529,29 @@ impl GpuBackend {
         {
             let guard = self.lock(&self.stage, "stage")?;
             if let Some(st) = guard.as_ref().filter(|st| st.matches(batch)) {
-                if st.max_block as usize >= n_blocks {
-                    return Err(Error::InvalidInput(format!(
-                        "batch: block id {} >= KV cache blocks {n_blocks}",
-                        st.max_block
-                    )));
-                }
-                let (off, stride) = (st.off, st.stride);
-                let lens = st.lens();
+                st.check_blocks(n_blocks)?;
+                let places = [
+                    Part::Tables,
+                    Part::SeqOfToken,
+                    Part::Positions,
+                    Part::KvLens,
+                ]
+                .map(|p| st.place(p));
+                let stride = st.stride;
                 drop(guard);
+                let [tables, seq_of_token, positions, kv_lens] =
+                    places.map(|(off, len)| self.stage_view(off, len));
                 return Ok(IndexBufs {
-                    tables: self.stage_view(off[4], lens[4])?,
+                    tables: tables?,
                     max_blocks: stride,
-                    seq_of_token: self.stage_view(off[2], lens[2])?,
-                    positions: self.stage_view(off[1], lens[1])?,
-                    kv_lens: self.stage_view(off[5], lens[5])?,
+                    seq_of_token: seq_of_token?,
+                    positions: positions?,
+                    kv_lens: kv_lens?,
                 });
             }
         }
         let st = Stage::of(batch)?;
-        if st.max_block as usize >= n_blocks && !batch.seqs.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "batch: block id {} >= KV cache blocks {n_blocks}",
-                st.max_block
-            )));
-        }
+        st.check_blocks(n_blocks)?;
         Ok(IndexBufs {
             tables: self.upload_cached(SLOT_TABLES, &st.tables)?,
             max_blocks: st.stride,
@@ -654,10 +673,7 @@ impl Backend for GpuBackend {
                 table.rows
             )));
         }
-        let ids = match self.staged(0, tokens)? {
-            Some(b) => b,
-            None => self.upload_cached(SLOT_MISC, tokens)?,
-        };
+        let ids = self.index_part(Part::Tokens, SLOT_MISC, tokens)?;
         let out = self.out(tokens.len(), table.cols)?;
         embedding::embedding(&self.dev, &table.q(), &ids, &out.buf, tokens.len(), 1.0)?;
         Ok(out)
@@ -790,10 +806,7 @@ impl Backend for GpuBackend {
                 p.head_dim
             )));
         }
-        let pos = match self.staged(1, positions)? {
-            Some(b) => b,
-            None => self.upload_cached(SLOT_POSITIONS, positions)?,
-        };
+        let pos = self.index_part(Part::Positions, SLOT_POSITIONS, positions)?;
         let ff = self.freq_factors_buf(p)?;
         let cfg = rope::RopeConfig {
             heads: p.n_heads,
@@ -821,15 +834,7 @@ impl Backend for GpuBackend {
             )));
         }
         let ix = self.index(batch, cache.n_blocks)?;
-        let idx = KvIndex {
-            block_tables: &ix.tables,
-            max_blocks: ix.max_blocks,
-            seq_of_token: &ix.seq_of_token,
-            positions: &ix.positions,
-            kv_lens: &ix.kv_lens,
-            n_seqs: batch.seqs.len(),
-            tokens: x.rows,
-        };
+        let idx = ix.kv(batch.seqs.len(), x.rows);
         attention::kv_store(
             &self.dev,
             &cache.buf,
@@ -864,15 +869,7 @@ impl Backend for GpuBackend {
             )));
         }
         let ix = self.index(batch, k.n_blocks)?;
-        let idx = KvIndex {
-            block_tables: &ix.tables,
-            max_blocks: ix.max_blocks,
-            seq_of_token: &ix.seq_of_token,
-            positions: &ix.positions,
-            kv_lens: &ix.kv_lens,
-            n_seqs: batch.seqs.len(),
-            tokens: q.rows,
-        };
+        let idx = ix.kv(batch.seqs.len(), q.rows);
         let kv = PagedKv {
             k: &k.buf,
             v: &v.buf,
@@ -965,15 +962,7 @@ impl Backend for GpuBackend {
             )));
         }
         let ix = self.index(batch, k_cache.n_blocks)?;
-        let idx = KvIndex {
-            block_tables: &ix.tables,
-            max_blocks: ix.max_blocks,
-            seq_of_token: &ix.seq_of_token,
-            positions: &ix.positions,
-            kv_lens: &ix.kv_lens,
-            n_seqs: batch.seqs.len(),
-            tokens: qkv.rows,
-        };
+        let idx = ix.kv(batch.seqs.len(), qkv.rows);
         let ff = self.freq_factors_buf(rope_q)?;
         let cfg = rope::RopeConfig {
             heads: nq,
@@ -1056,10 +1045,7 @@ impl Backend for GpuBackend {
                 x.rows
             )));
         }
-        let idx = match self.staged(3, rows)? {
-            Some(b) => b,
-            None => self.upload_cached(SLOT_MISC, rows)?,
-        };
+        let idx = self.index_part(Part::LogitsFor, SLOT_MISC, rows)?;
         let out = self.out(rows.len(), x.cols)?;
         elementwise::get_rows(
             &self.dev,

@@ -66,7 +66,8 @@ pub struct AttentionConfig {
     pub softcap: Option<f32>,
 }
 
-fn check_kv(kv: &PagedKv, idx: &KvIndex) -> Result<()> {
+/// Checks the caches and the index against each other and against their buffers.
+pub(crate) fn check_kv(kv: &PagedKv, idx: &KvIndex) -> Result<()> {
     if kv.head_dim == 0 || kv.head_dim > MAX_HEAD_DIM {
         return Err(Error::Gpu(format!(
             "attention: head_dim {} not in 1..={MAX_HEAD_DIM}",

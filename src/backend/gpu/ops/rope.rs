@@ -1,10 +1,9 @@
 //! Rotary position embedding, normal and NeoX (`kernels/rope.cu`).
 
-use super::attention::KvIndex;
+use super::attention::{check_kv, KvIndex, PagedKv};
 use super::{check_len, dim};
 use crate::backend::gpu::kernels::{QKV_ROPE_STORE_F32, ROPE, ROPE_F32};
 use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
-use crate::model::BLOCK_SIZE;
 use crate::{Error, Result};
 
 /// Which elements rotate together.
@@ -142,16 +141,14 @@ pub fn qkv_rope_store(
     let t = idx.tokens;
     check_len("qkv", qkv, t * (cfg.heads + 2 * n_kv_heads) * d)?;
     check_len("q_out", q_out, t * cfg.heads * d)?;
-    let cache = num_blocks * n_kv_heads * BLOCK_SIZE * d;
-    check_len("k cache", k_cache, cache)?;
-    check_len("v cache", v_cache, cache)?;
-    check_len("positions", idx.positions, t)?;
-    check_len("seq_of_token", idx.seq_of_token, t)?;
-    check_len(
-        "block_tables",
-        idx.block_tables,
-        idx.n_seqs * idx.max_blocks,
-    )?;
+    let kv = PagedKv {
+        k: k_cache,
+        v: v_cache,
+        num_blocks,
+        n_kv_heads,
+        head_dim: d,
+    };
+    check_kv(&kv, idx)?;
     if let Some(f) = freq_factors {
         check_len("rope freq_factors", f, cfg.rot_dim / 2)?;
     }
