@@ -30,20 +30,45 @@ struct AttentionParams {
     float scale;
     float softcap;              // 0: none
     u32 tokens;                 // query tokens (the tiled kernel's grid covers more)
+    float2* split_ml;           // per-token kernel: [tokens, n_heads, ATT_MAX_CHUNKS] (max, sum)
+    float* split_o;             // [tokens, n_heads, ATT_MAX_CHUNKS, head_dim] unnormalized
 };
+
+// Per-token attention, split over the keys ("flash decoding"): block (t, h, c) takes chunk c of
+// token t's keys, the absolute key positions [c * CH, (c + 1) * CH) within its visible range,
+// where CH = rf_att_chunk(end) depends only on the token's own end (so a token's result does not
+// depend on the rest of the batch), and writes the chunk's running max, sum of weights and
+// unnormalized output; attention_combine merges the chunks in order. 4 warps take the chunk's
+// keys in turn (online softmax each), merged in the block. A block past the token's last chunk
+// returns at once.
+#define ATT_MAX_CHUNKS 8
+RF_DEVICE u32 rf_att_chunk(u32 end) {
+    u32 ch = 64;
+    while (ch * ATT_MAX_CHUNKS < end) ch <<= 1;
+    return ch;
+}
+
+// The key range [start, end) token t sees.
+RF_DEVICE void rf_att_range(const AttentionParams& p, u32 t, u32* start, u32* end) {
+    const u32 kv_len = p.kv_lens[p.seq_of_token[t]];
+    const u32 pos = p.positions[t];
+    *end = p.causal ? min(pos + 1, kv_len) : kv_len;
+    *start = (p.window > 0 && pos + 1 > p.window) ? pos + 1 - p.window : 0;
+}
 
 RF_KERNEL void attention_f16kv(const AttentionParams p) {
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
     __shared__ float sacc[ATT_WARPS][ATT_MAX_DIM];
-    const u32 t = blockIdx.x, h = blockIdx.y;
+    const u32 t = blockIdx.x, h = blockIdx.y, c = blockIdx.z;
     const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
     const u32 seq = p.seq_of_token[t];
-    const u32 kv_len = p.kv_lens[seq];
-    const u32 pos = p.positions[t];
+    u32 start, end;
+    rf_att_range(p, t, &start, &end);
+    const u32 ch = rf_att_chunk(end);
+    if (c * ch >= max(end, 1u)) return;  // past the last chunk (chunk 0 always runs)
+    const u32 lo = max(start, c * ch), hi = min(end, (c + 1) * ch);
     const u32 g = h / (p.n_heads / p.n_kv_heads);
     const u32* table = p.block_tables + (u64)seq * p.max_blocks;
-    const u32 end = p.causal ? min(pos + 1, kv_len) : kv_len;
-    const u32 start = (p.window > 0 && pos + 1 > p.window) ? pos + 1 - p.window : 0;
     const float* q = p.q + ((u64)t * p.n_heads + h) * p.head_dim;
     float qv[ATT_PER_LANE], acc[ATT_PER_LANE];
 #pragma unroll
@@ -53,7 +78,7 @@ RF_KERNEL void attention_f16kv(const AttentionParams p) {
         acc[i] = 0.0f;
     }
     float m = -RF_INF, l = 0.0f;
-    for (u32 j = start + warp; j < end; j += ATT_WARPS) {
+    for (u32 j = lo + warp; j < hi; j += ATT_WARPS) {
         const u64 off = (((u64)table[j / KV_BLOCK] * p.n_kv_heads + g) * KV_BLOCK + j % KV_BLOCK) * p.head_dim;
         const u16* k = p.k_cache + off;
         float s = 0.0f;
@@ -92,23 +117,51 @@ RF_KERNEL void attention_f16kv(const AttentionParams p) {
         f[w] = sm[w] == -RF_INF ? 0.0f : expf(sm[w] - M);
         L += sl[w] * f[w];
     }
-    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-    float* o = p.out + ((u64)t * p.n_heads + h) * p.head_dim;
+    const u64 slot = ((u64)t * p.n_heads + h) * ATT_MAX_CHUNKS + c;
+    if (threadIdx.x == 0) {
+        float2 ml;
+        ml.x = M;
+        ml.y = L;
+        p.split_ml[slot] = ml;
+    }
+    float* o = p.split_o + slot * p.head_dim;
     for (u32 d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
         float s = 0.0f;
 #pragma unroll
         for (int w = 0; w < ATT_WARPS; w++) s += sacc[w][d] * f[w];
-        o[d] = s * inv;
+        o[d] = s;
     }
 }
 
-// Prefill: one block of ATQ queries x 4 threads per query (4 consecutive lanes split head_dim
-// in float4 groups: lane r of the quad takes groups r, r + 4, ...) for one query head. Keys go
-// through shared memory one cache block (16 keys, K and V converted to f32) at a time, shared by
-// the block's queries, with the online softmax updated once per 16 keys. Queries of a tile that
-// belong to different sequences are served one sequence after the other (every thread runs
-// every step, so the quad shuffles always have all lanes; `active` gates the state updates).
-// Needs head_dim % 16 == 0 and head_dim <= 16 * NG.
+// out[t, h] = (sum_c O_c e^(M_c - M)) / (sum_c L_c e^(M_c - M)) over token t's chunks, in
+// chunk order (one chunk: exactly O_0 / L_0). Block (t, h), threads over head_dim.
+RF_KERNEL void attention_combine(const AttentionParams p) {
+    const u32 t = blockIdx.x, h = blockIdx.y;
+    u32 start, end;
+    rf_att_range(p, t, &start, &end);
+    const u32 n = max(end, 1u);
+    const u32 ch = rf_att_chunk(end);
+    const u32 chunks = (n + ch - 1) / ch;
+    const u64 slot = ((u64)t * p.n_heads + h) * ATT_MAX_CHUNKS;
+    float M = -RF_INF;
+    for (u32 c = 0; c < chunks; c++) M = fmaxf(M, p.split_ml[slot + c].x);
+    float L = 0.0f;
+    for (u32 c = 0; c < chunks; c++) {
+        const float2 ml = p.split_ml[slot + c];
+        L += ml.y * (ml.x == -RF_INF ? 0.0f : expf(ml.x - M));
+    }
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    float* out = p.out + ((u64)t * p.n_heads + h) * p.head_dim;
+    for (u32 d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
+        float s = 0.0f;
+        for (u32 c = 0; c < chunks; c++) {
+            const float mc = p.split_ml[slot + c].x;
+            s += p.split_o[(slot + c) * p.head_dim + d] * (mc == -RF_INF ? 0.0f : expf(mc - M));
+        }
+        out[d] = s * inv;
+    }
+}
+
 #define ATQ 16
 
 RF_DEVICE uint2 rf_u2zero() {

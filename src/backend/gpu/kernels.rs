@@ -77,6 +77,7 @@ kernel_file!(
     "attention",
     [
         ATTENTION_F16KV = "attention_f16kv",
+        ATTENTION_COMBINE = "attention_combine",
         ATTENTION_TILED_D64 = "attention_tiled_d64",
         ATTENTION_TILED_D128 = "attention_tiled_d128",
         ATTENTION_TILED_D256 = "attention_tiled_d256",

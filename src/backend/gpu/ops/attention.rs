@@ -7,8 +7,8 @@
 
 use super::{check_len, dim};
 use crate::backend::gpu::kernels::{
-    ATTENTION, ATTENTION_F16KV, ATTENTION_TILED_D128, ATTENTION_TILED_D256, ATTENTION_TILED_D64,
-    KV_STORE_F16, KV_WRITE_F16, WEIGHTED_V_F16KV,
+    ATTENTION, ATTENTION_COMBINE, ATTENTION_F16KV, ATTENTION_TILED_D128, ATTENTION_TILED_D256,
+    ATTENTION_TILED_D64, KV_STORE_F16, KV_WRITE_F16, WEIGHTED_V_F16KV,
 };
 use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
 use crate::model::BLOCK_SIZE;
@@ -213,7 +213,12 @@ struct AttentionParams {
     scale: f32,
     softcap: f32,
     tokens: u32,
+    split_ml: u64,
+    split_o: u64,
 }
+
+/// Key chunks per token of the per-token kernel (`ATT_MAX_CHUNKS` in `kernels/attention.cu`).
+const MAX_CHUNKS: usize = 8;
 
 /// The tiled prefill kernel serves passes with at least this many query tokens per sequence on
 /// average (fewer: decode steps, where one block per (token, head) spreads the work wider).
@@ -266,6 +271,8 @@ pub fn attention(
         scale: cfg.scale,
         softcap: cfg.softcap.unwrap_or(0.0),
         tokens: dim("tokens", idx.tokens)?,
+        split_ml: 0,
+        split_o: 0,
     };
     // Prefill: the tiled kernel (queries share each block of keys through shared memory).
     let tiled = match kv.head_dim {
@@ -289,13 +296,37 @@ pub fn attention(
         // SAFETY: as below; the kernel skips the grid's tokens past `tokens`.
         return unsafe { dev.launch_params(&kern, lc, &p) };
     }
+    // Per token: each (token, head) split over up to MAX_CHUNKS chunks of keys whose size
+    // follows the token's own visible length, then the chunks merged.
+    let slots = idx.tokens * cfg.n_heads * MAX_CHUNKS;
+    let scratch = dev.alloc_pooled::<f32>(slots * (kv.head_dim + 2))?;
+    let mut p = p;
+    p.split_ml = scratch.ptr();
+    p.split_o = scratch.ptr() + (slots * 2 * 4) as u64;
     let lc = LaunchConfig {
-        grid: (dim("tokens", idx.tokens)?, cfg.n_heads as u32, 1),
+        grid: (
+            dim("tokens", idx.tokens)?,
+            cfg.n_heads as u32,
+            MAX_CHUNKS as u32,
+        ),
         block: (4 * dev.info().warp_size, 1, 1),
         shared_mem: 0,
     };
-    // SAFETY: extents checked; positions < kv_len and block ids are the KV manager's contract.
-    unsafe { dev.launch_params(&kern, lc, &p) }
+    // SAFETY: extents checked; positions < kv_len and block ids are the KV manager's contract;
+    // the scratch holds tokens x heads x MAX_CHUNKS (max, sum) pairs, then as many head_dim
+    // vectors.
+    unsafe { dev.launch_params(&kern, lc, &p)? };
+    let combine = dev.kernel(&ATTENTION, ATTENTION_COMBINE)?;
+    let lc = LaunchConfig {
+        grid: (dim("tokens", idx.tokens)?, cfg.n_heads as u32, 1),
+        block: (dim("threads", kv.head_dim.min(256))?, 1, 1),
+        shared_mem: 0,
+    };
+    // SAFETY: as above; reads what the split kernel wrote (same stream, in order). The scratch
+    // returns to the pool after the launches are queued; later users are ordered after them.
+    let r = unsafe { dev.launch_params(&combine, lc, &p) };
+    drop(scratch);
+    r
 }
 
 #[repr(C)]
