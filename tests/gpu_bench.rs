@@ -241,6 +241,7 @@ struct MmvqParams {
     n: u32,
     y_stride: u32,
     warps_per_row: u32,
+    groups: u32,
 }
 
 /// Mirrors `QuantizeParams` of `kernels/matvec.cu`.
@@ -253,13 +254,14 @@ struct QuantizeParams {
     total: u32,
 }
 
-/// Times variants of the integer matvec kernels (`mmvq1_*` / `mmvq4_*`, x pre-quantized, no
-/// quantize launch) against each other on llama-7b's decode shapes, one CUDA graph of many
-/// distinct matrices per (shape, batch, variant), and checks every variant against the first
-/// (relative error) and for batch invariance (token r's output bit-for-bit the same at batch 1..4).
+/// Times variants of the integer matvec kernels (`mmvq1_*` / `mmvq4_*` / `mmvq8_*`, x
+/// pre-quantized, no quantize launch) against each other on llama-7b's decode shapes, one CUDA
+/// graph of many distinct matrices per (shape, batch, variant), and checks every variant against
+/// the first (relative error) and for batch invariance (token r's output bit-for-bit the same at
+/// batch 1, 2, 3, 4, 5, 8).
 /// `MV_SRC=name=path[:wpr],...`: kernel files to compare (a copy of `kernels/matvec.cu` with
 /// changed dot functions; `builtin` = the embedded one); default `base=builtin`.
-/// `MV_SHAPES=q4k:4096x4096,...` and `MV_BATCH=1,2,4` narrow the run.
+/// `MV_SHAPES=q4_k:4096x4096,...` and `MV_BATCH=1,2,4,8` narrow the run.
 #[test]
 #[ignore]
 fn mmvq_kernel_variants() {
@@ -298,10 +300,12 @@ fn mmvq_kernel_variants() {
         (GgmlType::Q6K, 4096, 4096),
         (GgmlType::Q6K, 4096, 11008),
         (GgmlType::Q6K, 32000, 4096),
+        (GgmlType::Q5K, 4096, 4096),
+        (GgmlType::Q5K, 22016, 4096),
     ];
     let want_shapes = std::env::var("MV_SHAPES").ok();
     let batches: Vec<usize> = std::env::var("MV_BATCH")
-        .unwrap_or_else(|_| "1,2,4".into())
+        .unwrap_or_else(|_| "1,2,4,8".into())
         .split(',')
         .map(|b| b.parse().expect("MV_BATCH"))
         .collect();
@@ -326,11 +330,11 @@ fn mmvq_kernel_variants() {
                     .unwrap()
             })
             .collect();
-        // Four vectors; batch b uses the first b (token r's result must not depend on b).
+        // Eight vectors; batch b uses the first b (token r's result must not depend on b).
         let x = dev
-            .upload(&gpu_util::randn(&mut rng, 4 * cols, 1.0))
+            .upload(&gpu_util::randn(&mut rng, 8 * cols, 1.0))
             .unwrap();
-        let total = 4 * cols;
+        let total = 8 * cols;
         let xq = dev.alloc::<u8>(total + total / 32 * 8).unwrap();
         let qp = QuantizeParams {
             x: x.ptr(),
@@ -346,11 +350,16 @@ fn mmvq_kernel_variants() {
             )
             .unwrap()
         };
-        let y = dev.alloc::<f32>(4 * rows).unwrap();
+        let y = dev.alloc::<f32>(8 * rows).unwrap();
+        let kernel_nb = |b: usize| match b {
+            1 => 1,
+            2..=4 => 4,
+            _ => 8,
+        };
         for &batch in &batches {
             let mut base: Option<Vec<f32>> = None;
             for (vname, src, wpr) in &variants {
-                let nb = if batch == 1 { 1 } else { 4 };
+                let nb = kernel_nb(batch);
                 let kname = format!("mmvq{nb}_{suffix}");
                 let k = match dev.kernel(src, &kname) {
                     Ok(k) => k,
@@ -378,12 +387,15 @@ fn mmvq_kernel_variants() {
                     n: batch as u32,
                     y_stride: rows as u32,
                     warps_per_row: wpr as u32,
+                    groups: 0,
                 };
                 // Results on the first matrix, for the checks.
                 let mut outs = Vec::new();
-                for b in [1, 2, 3, 4] {
-                    let kb = if b == 1 { 1 } else { 4 };
-                    let kb = dev.kernel(src, &format!("mmvq{kb}_{suffix}")).unwrap();
+                let checked = [1, 2, 3, 4, 5, 8];
+                for b in checked {
+                    let kb = dev
+                        .kernel(src, &format!("mmvq{}_{suffix}", kernel_nb(b)))
+                        .unwrap();
                     dev.memset(&y, 0xFF).unwrap();
                     let mut p = params(&mats[0]);
                     p.n = b as u32;
@@ -396,15 +408,18 @@ fn mmvq_kernel_variants() {
                 }
                 let mut invariant = true;
                 for (bi, o) in outs.iter().enumerate() {
-                    for r in 0..=bi {
+                    for r in 0..checked[bi] {
                         let a = &o[r * rows..(r + 1) * rows];
-                        let want = &outs[3][r * rows..(r + 1) * rows];
+                        let want = &outs[5][r * rows..(r + 1) * rows];
                         if a.iter().zip(want).any(|(u, v)| u.to_bits() != v.to_bits()) {
                             invariant = false;
                         }
                     }
                 }
-                let got = outs[batch - 1].clone();
+                let got = match checked.iter().position(|&b| b == batch) {
+                    Some(i) => outs[i].clone(),
+                    None => panic!("MV_BATCH {batch}: one of {checked:?}"),
+                };
                 assert!(
                     got.iter().all(|v| v.is_finite()),
                     "{vname} {label}: non-finite"
