@@ -123,8 +123,8 @@ fn mmvq_slice(ty: GgmlType) -> Option<usize> {
         | GgmlType::Q5_1
         | GgmlType::Q8_0
         | GgmlType::Q4K
-        | GgmlType::Q5K
         | GgmlType::Q6K => Some(32),
+        GgmlType::Q5K => Some(64),
         GgmlType::Q2K | GgmlType::Q3K => Some(128),
         _ => None,
     }
