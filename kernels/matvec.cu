@@ -678,12 +678,104 @@ template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
     }
 }
 
+// Many vectors, batch-invariantly fast ("mmvqt"): every output gets exactly mmvq's float
+// operations, regrouped so that a lane does more than one slice per output and the cross-lane
+// reduction is short. In mmvq, lane l of sub-warp k owns "chain" c = k * WARP_SIZE + l, the
+// sequential sum of the slices c, c + stride, ... (stride = WARP_SIZE * warps_per_row); the
+// chains of a sub-warp are then summed by the xor butterfly of rf_warp_sum (distances
+// WARP_SIZE / 2 down to 1), and the sub-warps' sums in order. Here 4 lanes (a quad) own one
+// output row: quad lane i holds the chains i + 4 m (m < WARP_SIZE / 4), sums the butterfly's
+// levels of distance >= 4 itself (for chain i + 4 m the partner at distance 4 d is m ^ d: chains
+// are taken in bit-reversed m order and merged like a binary counter) and the last two levels
+// with the same xor shuffles. Float addition is commutative, so each level's sums are the same
+// numbers as mmvq's; x is pre-quantized (quantize_q8_1, the same rounding as the fused path).
+// A block: (its warps) x WARP_SIZE / 4 rows, one group of NB vectors (1-D grid, groups of a row
+// block side by side as in mmvq with `groups`).
+#define MMVQT_QUAD 4
+#define MMVQT_CPL (WARP_SIZE / MMVQT_QUAD)  // chains per lane per sub-warp: 8 or 16
+#if WARP_SIZE == 64
+#define MMVQT_LOG_CPL 4
+#else
+#define MMVQT_LOG_CPL 3
+#endif
+template <int T, int NB> RF_DEVICE void mmvqt(const MmvqParams& p) {
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const int qi = lane % MMVQT_QUAD;
+    const u32 rows_per_block = (blockDim.x / WARP_SIZE) * (WARP_SIZE / MMVQT_QUAD);
+    const u32 groups = p.groups ? p.groups : 1;
+    const u32 rblk = blockIdx.x / groups, grp = blockIdx.x % groups;
+    const u32 row = rblk * rows_per_block + warp * (WARP_SIZE / MMVQT_QUAD) + lane / MMVQT_QUAD;
+    const bool valid = row < p.rows;
+    const u32 rr = valid ? row : p.rows - 1;
+    const u32 b0 = grp * NB;
+    const int nb = (int)min((u32)NB, p.n - b0);
+    const u8* w = p.w + (u64)rr * p.row_bytes;
+    const i8* xq = p.xq + (u64)b0 * p.cols;
+    const float2* xds = p.xds + (u64)b0 * (p.cols / 32);
+    const u32 nsl = p.cols / Mmvq<T>::SE;
+    const u32 wpr = p.warps_per_row;
+    const u32 stride = WARP_SIZE * wpr;
+    float total[NB];
+#pragma unroll
+    for (int r = 0; r < NB; r++) total[r] = 0.0f;
+    for (u32 sub = 0; sub < wpr; sub++) {
+        float stk[MMVQT_LOG_CPL][NB];
+        float cur[NB];
+#pragma unroll
+        for (int k = 0; k < MMVQT_CPL; k++) {
+            int m = 0;  // k bit-reversed
+#pragma unroll
+            for (int b = 0; b < MMVQT_LOG_CPL; b++) m |= ((k >> b) & 1) << (MMVQT_LOG_CPL - 1 - b);
+            const u32 c = sub * WARP_SIZE + qi + MMVQT_QUAD * m;
+#pragma unroll
+            for (int r = 0; r < NB; r++) cur[r] = 0.0f;
+            for (u32 s = c; s < nsl; s += stride) {
+                float t[NB];
+#pragma unroll
+                for (int r = 0; r < NB; r++) t[r] = 0.0f;
+                const u32 blk = s / Mmvq<T>::SPB, sl = s % Mmvq<T>::SPB;
+                const u32 e = blk * QInfo<T>::BLOCK;
+                Mmvq<T>::template dot<NB>(w + (u64)blk * QInfo<T>::BYTES, (int)sl, xq + e,
+                                          xds + e / 32, p.cols, p.cols / 32, nb, t);
+#pragma unroll
+                for (int r = 0; r < NB; r++) cur[r] += t[r];
+            }
+            // Binary counter: merge with the stacked sums while k's low bits are ones.
+#pragma unroll
+            for (int j = 0; j < MMVQT_LOG_CPL; j++) {
+                if (((k >> j) & 1) == 0) {
+#pragma unroll
+                    for (int r = 0; r < NB; r++) stk[j][r] = cur[r];
+                    break;
+                }
+#pragma unroll
+                for (int r = 0; r < NB; r++) cur[r] = stk[j][r] + cur[r];
+            }
+        }
+        // cur: this lane's sum of the levels of distance >= 4; the last two levels across the quad.
+#pragma unroll
+        for (int r = 0; r < NB; r++) {
+            float v = cur[r];
+            v += rf_shfl_xor(v, 2);
+            v += rf_shfl_xor(v, 1);
+            total[r] = wpr > 1 ? total[r] + v : v;
+        }
+    }
+    if (qi == 0 && valid) {
+        const float bv = p.bias ? p.bias[row] : 0.0f;
+#pragma unroll
+        for (int r = 0; r < NB; r++)
+            if (r < nb) p.y[(u64)(b0 + r) * p.y_stride + row] = total[r] + bv;
+    }
+}
+
 #define RF_MMVQ(T, s)                                                          \
     RF_KERNEL void mmvq1_##s(const MmvqParams p) { mmvq<T, 1, false>(p); }  \
     RF_KERNEL void mmvq4_##s(const MmvqParams p) { mmvq<T, 4, false>(p); }  \
     RF_KERNEL void mmvqf1_##s(const MmvqParams p) { mmvq<T, 1, true>(p); } \
     RF_KERNEL void mmvqf4_##s(const MmvqParams p) { mmvq<T, 4, true>(p); } \
-    RF_KERNEL void mmvq8_##s(const MmvqParams p) { mmvq<T, 8, false>(p); }
+    RF_KERNEL void mmvq8_##s(const MmvqParams p) { mmvq<T, 8, false>(p); } \
+    RF_KERNEL void mmvqt4_##s(const MmvqParams p) { mmvqt<T, 4>(p); }
 RF_MMVQ(RF_Q4_0, q4_0)
 RF_MMVQ(RF_Q4_1, q4_1)
 RF_MMVQ(RF_Q5_0, q5_0)

@@ -179,6 +179,33 @@ struct EngineLoop {
     metrics: Arc<Metrics>,
     reqs: HashMap<u64, ReqState>,
     seeds: RandomState,
+    /// Per-phase step times, when the environment sets `ROCMFORGE_ENGINE_PROFILE=1`.
+    profile: Option<StepProfile>,
+}
+
+/// Seconds spent in each phase of the engine's steps (printed when the engine ends).
+#[derive(Debug, Default)]
+struct StepProfile {
+    steps: u64,
+    schedule: f64,
+    run: f64,
+    tokens: f64,
+    other: f64,
+}
+
+impl StepProfile {
+    fn report(&self) {
+        let n = self.steps.max(1) as f64 / 1e3;
+        eprintln!(
+            "engine profile: {} steps, per step: schedule {:.3} ms, forward+sample {:.3} ms, \
+             token handling {:.3} ms, loop rest {:.3} ms",
+            self.steps,
+            self.schedule / n,
+            self.run / n,
+            self.tokens / n,
+            self.other / n
+        );
+    }
 }
 
 impl EngineLoop {
@@ -204,6 +231,8 @@ impl EngineLoop {
             metrics,
             reqs: HashMap::new(),
             seeds: RandomState::new(),
+            profile: (std::env::var("ROCMFORGE_ENGINE_PROFILE").as_deref() == Ok("1"))
+                .then(StepProfile::default),
         };
         e.update_gauges();
         e
@@ -231,9 +260,13 @@ impl EngineLoop {
                     }
                 }
             }
+            let t0 = Instant::now();
             self.cancel_disconnected();
-            let ran = self.step();
+            let (ran, inner) = self.step();
             self.update_gauges();
+            if let Some(p) = self.profile.as_mut() {
+                p.other += t0.elapsed().as_secs_f64() - inner;
+            }
             if !ran && self.sched.has_work() {
                 // Nothing could run (e.g. everything waits for blocks): wait for news instead
                 // of spinning.
@@ -245,6 +278,9 @@ impl EngineLoop {
             }
         }
         self.update_gauges();
+        if let Some(p) = &self.profile {
+            p.report();
+        }
     }
 
     fn accept(&mut self, s: Submission) {
@@ -300,8 +336,16 @@ impl EngineLoop {
     }
 
     /// Plans and runs one step; returns whether a forward pass ran.
-    fn step(&mut self) -> bool {
+    /// One step; returns whether anything ran and the seconds it took.
+    fn step(&mut self) -> (bool, f64) {
+        let t0 = Instant::now();
+        let ran = self.step_inner(t0);
+        (ran, t0.elapsed().as_secs_f64())
+    }
+
+    fn step_inner(&mut self, t0: Instant) -> bool {
         let out = self.sched.schedule();
+        let t_sched = t0.elapsed().as_secs_f64();
         for &id in &out.rejected {
             if let Some(st) = self.drop_request(id) {
                 let _ = st.tx.send(Event::Error(format!(
@@ -348,6 +392,7 @@ impl EngineLoop {
             let d = on_device.then_some((draws.as_slice(), host_logits));
             run_step(self.model.as_mut(), &self.sched, &out, d)
         };
+        let t_run = t0.elapsed().as_secs_f64();
         let result = match result {
             Ok(r) => r,
             Err(e) => {
@@ -383,6 +428,12 @@ impl EngineLoop {
                     let _ = st.tx.send(Event::Error(e.to_string()));
                 }
             }
+        }
+        if let Some(p) = self.profile.as_mut() {
+            p.steps += 1;
+            p.schedule += t_sched;
+            p.run += t_run - t_sched;
+            p.tokens += t0.elapsed().as_secs_f64() - t_run;
         }
         true
     }

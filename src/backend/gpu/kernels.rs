@@ -129,6 +129,9 @@ pub const MMVQF1_PREFIX: &str = "mmvqf1";
 pub const MMVQF4_PREFIX: &str = "mmvqf4";
 /// See [`MMVQ1_PREFIX`]; up to 8 vectors per block (`mmvq8_q8_0`), for many vectors.
 pub const MMVQ8_PREFIX: &str = "mmvq8";
+/// See [`MMVQ8_PREFIX`]; a quad of lanes per row and 4 vectors per block, for many vectors
+/// (`mmvqt4_q8_0`).
+pub const MMVQT4_PREFIX: &str = "mmvqt4";
 /// See [`MATVEC_PREFIX`].
 pub const MATMUL_PREFIX: &str = "matmul";
 /// See [`MATVEC_PREFIX`].

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::{check_len, dim, QMatrix};
 use crate::backend::gpu::kernels::{
     self, MATVEC, MATVEC_PREFIX, MMVQ1_PREFIX, MMVQ4_PREFIX, MMVQ8_PREFIX, MMVQF1_PREFIX,
-    MMVQF4_PREFIX, QUANTIZE_Q8_1,
+    MMVQF4_PREFIX, MMVQT4_PREFIX, QUANTIZE_Q8_1,
 };
 use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
 use crate::quant::GgmlType;
@@ -72,7 +72,16 @@ pub struct Tuning {
     pub fuse: u32,
     /// Largest row count fused.
     pub fuse_rows: u32,
+    /// Over [`QUAD_MIN_BATCH`] vectors, take the quad kernel (else the 8-vector one).
+    pub quad: bool,
 }
+
+/// Batches above this many vectors may take the quad kernel ([`Tuning::quad`]).
+pub const QUAD_MIN_BATCH: usize = 8;
+/// Vectors per block of the quad kernel (`mmvqt<T, 4>`).
+const QUAD_VECTORS: usize = 4;
+/// Warps per block of the quad kernel (each WARP_SIZE / 4 rows).
+const QUAD_WARPS: usize = 2;
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -82,6 +91,7 @@ impl Default for Tuning {
             target_warps: 4096,
             fuse: 1,
             fuse_rows: 16384,
+            quad: true,
         }
     }
 }
@@ -92,6 +102,7 @@ static TUNE_WPR: AtomicU32 = AtomicU32::new(0);
 static TUNE_TARGET: AtomicU32 = AtomicU32::new(4096);
 static TUNE_FUSE: AtomicU32 = AtomicU32::new(1);
 static TUNE_FUSE_ROWS: AtomicU32 = AtomicU32::new(16384);
+static TUNE_QUAD: AtomicU32 = AtomicU32::new(1);
 
 /// Sets the knobs of [`Tuning`] process-wide (benchmarks compare variants with it).
 pub fn set_tuning(t: Tuning) {
@@ -100,6 +111,7 @@ pub fn set_tuning(t: Tuning) {
     TUNE_TARGET.store(t.target_warps, Ordering::Relaxed);
     TUNE_FUSE.store(t.fuse, Ordering::Relaxed);
     TUNE_FUSE_ROWS.store(t.fuse_rows, Ordering::Relaxed);
+    TUNE_QUAD.store(t.quad as u32, Ordering::Relaxed);
 }
 
 /// The knobs in force.
@@ -110,6 +122,7 @@ pub fn tuning() -> Tuning {
         target_warps: TUNE_TARGET.load(Ordering::Relaxed),
         fuse: TUNE_FUSE.load(Ordering::Relaxed),
         fuse_rows: TUNE_FUSE_ROWS.load(Ordering::Relaxed),
+        quad: TUNE_QUAD.load(Ordering::Relaxed) != 0,
     }
 }
 
@@ -203,7 +216,14 @@ fn mmvq(
         unsafe { dev.launch_params(&q, cfg, &qp)? };
         (Some(scratch), xq, xds, 0)
     };
+    // Over 8 vectors: the quad kernel (same float operations, `mmvqt` in matvec.cu), which
+    // needs x pre-quantized (fuse is false for nb 8) and holds WARP_SIZE rows per block.
+    let quads = batch > QUAD_MIN_BATCH && t.quad;
+    // Measured on the H100 (qwen2-0.5b Q8_0, batch-invariant pp512 / 64 sequences decoding):
+    // 4 vectors and 2 warps per block 19.3k / 10.2k t/s; 8 and 4 warps 17.5k / 8.3k.
+    let nb = if quads { QUAD_VECTORS } else { nb };
     let prefix = match (fuse, nb) {
+        _ if quads => MMVQT4_PREFIX,
         (false, 1) => MMVQ1_PREFIX,
         (false, 4) => MMVQ4_PREFIX,
         (false, _) => MMVQ8_PREFIX,
@@ -227,7 +247,11 @@ fn mmvq(
         warps_per_row: wpr as u32,
         groups: 0,
     };
-    let row_blocks = w.rows.div_ceil(rows_per_block);
+    let row_blocks = if quads {
+        w.rows.div_ceil(QUAD_WARPS * warp / 4)
+    } else {
+        w.rows.div_ceil(rows_per_block)
+    };
     let groups = batch.div_ceil(nb);
     // Several groups: a 1-D grid with the groups of a row block side by side, so that the
     // weights come from L2 after the first group (a whole matrix between two reads of it would
@@ -240,7 +264,11 @@ fn mmvq(
     };
     let cfg = LaunchConfig {
         grid,
-        block: (dim("threads", 4 * warp)?, 1, 1),
+        block: (
+            dim("threads", if quads { QUAD_WARPS } else { 4 } * warp)?,
+            1,
+            1,
+        ),
         shared_mem,
     };
     // SAFETY: matrix, x, y and bias extents checked by the caller, scratch and shared memory
@@ -252,8 +280,10 @@ fn mmvq(
 }
 
 /// `y[b, r] = sum_k W[r, k] x[b, k] (+ bias[r])` for `b < batch`; x is `[batch, cols]`, y is
-/// `[batch, rows]`. Each weight is read once per 4 vectors (once in all for `batch <= 4`); for
-/// many vectors use [`super::matmul::matmul`]. Quantized weights see x rounded to Q8_1 (8-bit,
+/// `[batch, rows]`. Each weight is read once per 4 to 8 vectors (once in all for `batch <= 4`);
+/// for speed with many vectors use [`super::matmul::matmul`]. Batch-invariant: a vector's result
+/// is bit for bit the same whatever batch it is in (every kernel variant does the same float
+/// operations per output; see `mmvq` and `mmvqt` in matvec.cu). Quantized weights see x rounded to Q8_1 (8-bit,
 /// blocks of 32): the result is exact for that x up to f32 rounding, so its error against the
 /// float product is at most `sum_k |w_k| amax_k / 254` (amax_k: the largest |x| of k's block).
 pub fn matvec(
