@@ -6,6 +6,8 @@
 //! settings ([`rocmforge::backend::gpu::ops::matvec::Tuning`]): `v3` the float kernels, `auto`
 //! the defaults, `wN` N warps per row, `tN` the warp target, `fN` the fuse mode, `rN` the fuse
 //! row limit. Default: `v3,auto`.
+//! `mmvq_kernel_variants` times copies of `kernels/matvec.cu` with other dot functions against
+//! each other, kernel by kernel (`MV_SRC`, see there): how the session-3 K-quant dots were chosen.
 
 mod gpu_util;
 
