@@ -358,6 +358,58 @@ template <> struct Mmvq<RF_Q3_K> {
     }
 };
 
+// Q4_K: d, dmin, scales[12], qs[128]; 144 bytes, 16-aligned. Slice sl (0..7) = qs[16 sl..+16]:
+// chunk pair p = sl/2 (lo nibbles: chunk 2p, hi: 2p+1), positions l in 16i..16i+16 (i = sl%2), one
+// 16-byte load. The 6-bit scales and mins of chunks 2p, 2p+1 are the bytes of one 16-bit field of
+// the scale words (ggml's get_scale_min_k4 for a pair, branch-free). A chunk's min term uses the
+// x sum of all 32 values (ds.y), so only the i = 0 lane adds it.
+// xds must be 16-byte aligned at each 256-value block (both x layouts are: cols % 256 == 0).
+template <int NB> RF_DEVICE void rf_dot_q4k(const u8* b, int sl, const i8* xq, const float2* xds,
+                                            u32 xs, u32 dss, int nb, float* acc) {
+    const int p = sl >> 1, i = sl & 1;
+    const int4 qv = *(const int4*)(b + 16 + 16 * sl);
+    const int4 h = *(const int4*)b;  // d, dmin, scales[0..12)
+    const float d = rf_h2f_lo(h.x), dmin = i ? 0.0f : rf_h2f_hi(h.x);
+    const int sh = 16 * (p & 1);
+    const u32 s0 = (u32)h.y >> sh, s1 = (u32)h.z >> sh, s2 = (u32)h.w >> sh;
+    const u32 sc = p < 2 ? s0 & 0x3F3F : (s2 & 0x0F0F) | ((s0 >> 2) & 0x3030);
+    const u32 mm = p < 2 ? s1 & 0x3F3F : ((s2 >> 4) & 0x0F0F) | ((s1 >> 2) & 0x3030);
+    const int sc0 = sc & 0xFF, sc1 = sc >> 8, m0 = mm & 0xFF, m1 = mm >> 8;
+    const int q[4] = {qv.x, qv.y, qv.z, qv.w};
+    int lo[4], hi[4];
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        lo[m] = q[m] & 0x0F0F0F0F;
+        hi[m] = (q[m] >> 4) & 0x0F0F0F0F;
+    }
+    xq += 64 * p + 16 * i;
+    xds += 2 * p;
+#pragma unroll
+    for (int r = 0; r < NB; r++) {
+        if (r < nb) {
+            int xa[4], xb[4];
+            rf_ld_x16(xq + r * xs, xa);
+            rf_ld_x16(xq + r * xs + 32, xb);
+            int t0 = 0, t1 = 0;
+#pragma unroll
+            for (int m = 0; m < 4; m++) {
+                t0 = rf_dp4a(lo[m], xa[m], t0);
+                t1 = rf_dp4a(hi[m], xb[m], t1);
+            }
+            const float4 ds = *(const float4*)(xds + r * dss);  // chunks 2p, 2p+1
+            acc[r] += d * ((float)(sc0 * t0) * ds.x + (float)(sc1 * t1) * ds.z) -
+                      dmin * ((float)m0 * ds.y + (float)m1 * ds.w);
+        }
+    }
+}
+template <> struct Mmvq<RF_Q4_K> {
+    enum { SE = 32, SPB = 8 };
+    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int sl, const i8* xq,
+                                                const float2* xds, u32 xs, u32 dss, int nb,
+                                                float* acc) {
+        rf_dot_q4k<NB>(b, sl, xq, xds, xs, dss, nb, acc);
+    }
+};
 // The 6-bit scale and min of sub-block j (0..7) from the 12 scale bytes as 3 words s0, s1, s2
 // (ggml's get_scale_min_k4; j may be a run-time value: only shift amounts depend on it).
 RF_DEVICE void rf_scale_min_k4_w(int j, u32 s0, u32 s1, u32 s2, int* sc, int* m) {
@@ -373,7 +425,9 @@ RF_DEVICE void rf_scale_min_k4_w(int j, u32 s0, u32 s1, u32 s2, int* sc, int* m)
 }
 
 // Q4_K / Q5_K: d, dmin, scales[12], (Q5_K: qh[32]), qs[128]; 144 / 176 bytes, 16-aligned.
-// Slice = chunk pair p (chunks 2p: lo nibbles, 2p+1: hi nibbles of qs[32p..32p+32]).
+// Slice = chunk pair p (chunks 2p: lo nibbles, 2p+1: hi nibbles of qs[32p..32p+32]). Q5_K only
+// now: rf_dot_q4k's layout with Q5_K's 5th bits measured slower at batch 1 (H100, 22016x4096:
+// 30.2 vs 25.8 us; 4096x4096: 7.3 vs 7.5), though 1.3-1.6x faster at batch 2-8.
 template <int NB, bool Q5> RF_DEVICE void rf_dot_k45(const u8* b, int p, const i8* xq,
                                                      const float2* xds, u32 xs, u32 dss, int nb,
                                                      float* acc) {
@@ -426,14 +480,6 @@ template <int NB, bool Q5> RF_DEVICE void rf_dot_k45(const u8* b, int p, const i
         }
     }
 }
-template <> struct Mmvq<RF_Q4_K> {
-    enum { SE = 64, SPB = 4 };
-    template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int p, const i8* xq,
-                                                const float2* xds, u32 xs, u32 dss, int nb,
-                                                float* acc) {
-        rf_dot_k45<NB, false>(b, p, xq, xds, xs, dss, nb, acc);
-    }
-};
 template <> struct Mmvq<RF_Q5_K> {
     enum { SE = 64, SPB = 4 };
     template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int p, const i8* xq,
@@ -443,49 +489,66 @@ template <> struct Mmvq<RF_Q5_K> {
     }
 };
 
-// Q6_K: ql[128], qh[64], scales[16] (int8), d; 210 bytes. Slice (n = half, i = 16-value group):
-// positions l in [16i, 16i+16) of half n, all four chunks k: low 4 bits from ql[64n + 32(k%2) + l]
-// (nibble k/2), high 2 bits from qh[32n + l] >> 2k, value - 32; scale sc[8n + 2k + i].
+// 16 bytes at a + o (a 8-byte aligned, o even, < 8) as 4 words: three aligned 8-byte loads (all
+// in the 24 bytes from a), the words picked and funnel-shifted by o.
+RF_DEVICE void rf_ld16_al8(const u8* a, u32 o, int* out) {
+    const int2 A = *(const int2*)a, B = *(const int2*)(a + 8), C = *(const int2*)(a + 16);
+    const u32 W[6] = {(u32)A.x, (u32)A.y, (u32)B.x, (u32)B.y, (u32)C.x, (u32)C.y};
+    const u32 s = (o & 3u) * 8u;
+    const bool w1 = (o & 4u) != 0;
+    u32 V[5];
+#pragma unroll
+    for (int t = 0; t < 5; t++) V[t] = w1 ? W[t + 1] : W[t];
+#pragma unroll
+    for (int t = 0; t < 4; t++) out[t] = (int)(u32)((((u64)V[t + 1] << 32) | V[t]) >> s);
+}
+
+// Q6_K: ql[128], qh[64], scales[16] (int8), d; 210 bytes. Slice sl (0..7): chunk k = sl/2,
+// positions l in 16i..16i+16 (i = sl%2), of both halves n: low 4 bits from ql[64n + 32(k%2) + l]
+// (nibble k/2), high 2 bits from qh[32n + l] >> 2k, value - 32, scale sc[8n + sl]. Its x bytes are
+// 128n + 16 sl, so the 8 lanes of a block read x as whole 128-byte lines. Every piece sits at a
+// multiple of 16 in the 2-aligned block, so one realignment (8-byte loads) serves all four; the
+// windows end at byte 200 at most, inside the block.
 template <> struct Mmvq<RF_Q6_K> {
-    enum { SE = 64, SPB = 4 };
+    enum { SE = 32, SPB = 8 };
     template <int NB> static RF_DEVICE_SPEC void dot(const u8* b, int sl, const i8* xq,
                                                 const float2* xds, u32 xs, u32 dss, int nb,
                                                 float* acc) {
-        const int n = sl / 2, i = sl % 2;
-        int la[4], lb[4], qh[4], sc[2];
-        rf_ld_run<4>(b + 64 * n + 16 * i, la);
-        rf_ld_run<4>(b + 64 * n + 32 + 16 * i, lb);
-        rf_ld_run<4>(b + 128 + 32 * n + 16 * i, qh);
-        rf_ld_run<2>(b + 192 + 8 * n, sc);
+        const int k = sl >> 1, i = sl & 1;
+        const u32 o = (u32)(u64)b & 7u;
+        const u8* a = b - o;
+        int l0[4], l1[4], h0[4], h1[4];
+        rf_ld16_al8(a + 32 * (k & 1) + 16 * i, o, l0);
+        rf_ld16_al8(a + 64 + 32 * (k & 1) + 16 * i, o, l1);
+        rf_ld16_al8(a + 128 + 16 * i, o, h0);
+        rf_ld16_al8(a + 160 + 16 * i, o, h1);
+        const int sc0 = (int)(i8)b[192 + sl], sc1 = (int)(i8)b[200 + sl];
         const float d = rf_h2f(rf_ld_u16(b + 208));
-        int v[4][4];
+        const int ns = 4 * (k >> 1), hs = 2 * k;
+        int v0[4], v1[4];
 #pragma unroll
         for (int m = 0; m < 4; m++) {
-            v[0][m] = (la[m] & 0x0F0F0F0F) | (((qh[m] >> 0) & 0x03030303) << 4);
-            v[1][m] = (lb[m] & 0x0F0F0F0F) | (((qh[m] >> 2) & 0x03030303) << 4);
-            v[2][m] = ((la[m] >> 4) & 0x0F0F0F0F) | (((qh[m] >> 4) & 0x03030303) << 4);
-            v[3][m] = ((lb[m] >> 4) & 0x0F0F0F0F) | (((qh[m] >> 6) & 0x03030303) << 4);
+            v0[m] = ((l0[m] >> ns) & 0x0F0F0F0F) | (((h0[m] >> hs) & 0x03030303) << 4);
+            v1[m] = ((l1[m] >> ns) & 0x0F0F0F0F) | (((h1[m] >> hs) & 0x03030303) << 4);
         }
-        xq += 128 * n + 16 * i;
-        xds += 4 * n;
+        xq += 16 * sl;
+        xds += k;
 #pragma unroll
         for (int r = 0; r < NB; r++) {
             if (r < nb) {
-                float a = 0.0f;
+                int x0[4], x1[4];
+                rf_ld_x16(xq + r * xs, x0);
+                rf_ld_x16(xq + r * xs + 128, x1);
+                int s0 = 0, s1 = 0, t0 = 0, t1 = 0;
 #pragma unroll
-                for (int k = 0; k < 4; k++) {
-                    int x[4];
-                    rf_ld_x16(xq + r * xs + 32 * k, x);
-                    int s = 0, sx = 0;
-#pragma unroll
-                    for (int m = 0; m < 4; m++) {
-                        s = rf_dp4a(v[k][m], x[m], s);
-                        sx = rf_dp4a(RF_ONES, x[m], sx);
-                    }
-                    // byte 2k + i of the 8 scale bytes of half n
-                    const int scale = (int)(i8)((sc[k / 2] >> (8 * (2 * (k % 2) + i))) & 0xFF);
-                    a += xds[r * dss + k].x * (float)(scale * (s - 32 * sx));
+                for (int m = 0; m < 4; m++) {
+                    s0 = rf_dp4a(v0[m], x0[m], s0);
+                    t0 = rf_dp4a(RF_ONES, x0[m], t0);
+                    s1 = rf_dp4a(v1[m], x1[m], s1);
+                    t1 = rf_dp4a(RF_ONES, x1[m], t1);
                 }
+                const float a = xds[r * dss].x * (float)(sc0 * (s0 - 32 * t0)) +
+                                xds[r * dss + 4].x * (float)(sc1 * (s1 - 32 * t1));
                 acc[r] += d * a;
             }
         }

@@ -130,11 +130,15 @@ pub fn tuning() -> Tuning {
 /// types without an integer kernel.
 fn mmvq_slice(ty: GgmlType) -> Option<usize> {
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
-            Some(32)
-        }
+        GgmlType::Q4_0
+        | GgmlType::Q4_1
+        | GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::Q8_0
+        | GgmlType::Q4K
+        | GgmlType::Q6K => Some(32),
+        GgmlType::Q5K => Some(64),
         GgmlType::Q2K | GgmlType::Q3K => Some(128),
-        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => Some(64),
         _ => None,
     }
 }
