@@ -33,6 +33,7 @@ struct AttentionParams {
 };
 
 RF_KERNEL void attention_f16kv(const AttentionParams p) {
+    RF_PDL_WAIT();
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
     __shared__ float sacc[ATT_WARPS][ATT_MAX_DIM];
     const u32 t = blockIdx.x, h = blockIdx.y;
@@ -124,6 +125,7 @@ RF_DEVICE float4 rf_f4(float x, float y, float z, float w) {
 }
 
 template <int NG> RF_DEVICE void attention_tiled(const AttentionParams& p) {
+    RF_PDL_WAIT();
     __shared__ float4 ks[KV_BLOCK][4 * NG], vs[KV_BLOCK][4 * NG];
     __shared__ u32 s_seq, s_lo, s_hi;
     const u32 h = blockIdx.y;
@@ -264,6 +266,7 @@ struct KvWriteParams {
 
 // Stores the new keys and values (as f16) in their cache slots. grid (tokens, n_kv_heads).
 RF_KERNEL void kv_write_f16(const KvWriteParams p) {
+    RF_PDL_WAIT();
     const u32 t = blockIdx.x, g = blockIdx.y;
     const u32 pos = p.positions[t];
     const u32 blk = p.block_tables[(u64)p.seq_of_token[t] * p.max_blocks + pos / KV_BLOCK];
@@ -277,6 +280,7 @@ RF_KERNEL void kv_write_f16(const KvWriteParams p) {
 
 // Stores one cache (K or V) only: the same as kv_write_f16 for a single tensor.
 RF_KERNEL void kv_store_f16(const KvWriteParams p) {
+    RF_PDL_WAIT();
     const u32 t = blockIdx.x, g = blockIdx.y;
     const u32 pos = p.positions[t];
     const u32 blk = p.block_tables[(u64)p.seq_of_token[t] * p.max_blocks + pos / KV_BLOCK];
@@ -302,6 +306,7 @@ struct WeightedVParams {
 };
 
 RF_KERNEL void weighted_v_f16kv(const WeightedVParams p) {
+    RF_PDL_WAIT();
     const u32 t = blockIdx.x, h = blockIdx.y;
     const u32 g = h / (p.n_heads / p.n_kv_heads);
     const u32* table = p.block_tables + (u64)p.seq_of_token[t] * p.max_blocks;

@@ -55,11 +55,48 @@ pub fn device_count() -> Result<usize> {
     Ok(n.max(0) as usize)
 }
 
+/// Programmatic dependent launch (PDL): whether kernels are launched with the
+/// programmatic-stream-serialization attribute, and where the kernels trigger their successor
+/// (`RF_PDL_WAIT()` in `kernels/compat.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pdl {
+    /// Plain `cuLaunchKernel`: each kernel starts after the previous one has finished.
+    Off,
+    /// `cuLaunchKernelEx` with the attribute; each kernel waits for its predecessor, then lets
+    /// its successor be scheduled (`griddepcontrol.wait; griddepcontrol.launch_dependents`).
+    On,
+    /// As `On`, but the successor is let in before the wait (kernels compiled with
+    /// `-DRF_PDL_EARLY`).
+    Early,
+}
+
+impl Pdl {
+    /// The mode for a device of compute capability `major`: off before sm_90 (no PDL there),
+    /// else from `ROCMFORGE_PDL` (`0`/`off`, `1`/`on` (default), `early`).
+    pub fn for_device(major: i32) -> Result<Self> {
+        let var = std::env::var("ROCMFORGE_PDL").ok();
+        let mode = Self::parse(var.as_deref())?;
+        Ok(if major < 9 { Pdl::Off } else { mode })
+    }
+
+    fn parse(v: Option<&str>) -> Result<Self> {
+        match v {
+            None | Some("") | Some("1") | Some("on") => Ok(Pdl::On),
+            Some("0") | Some("off") => Ok(Pdl::Off),
+            Some("early") => Ok(Pdl::Early),
+            Some(other) => Err(Error::Gpu(format!(
+                "ROCMFORGE_PDL={other:?}: expected 0, off, 1, on or early"
+            ))),
+        }
+    }
+}
+
 /// One CUDA device with an owned context and a non-blocking stream.
 pub struct CudaDriver {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
     info: DeviceInfo,
+    pdl: Pdl,
     nvrtc: Nvrtc,
     /// The cuBLAS handle, created at the first GEMM (`None` inside: no libcublas, warned once).
     blas: std::sync::OnceLock<Option<std::sync::Mutex<BlasHandle>>>,
@@ -98,6 +135,7 @@ impl CudaDriver {
             let sms = attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
             let mem_clock_khz = attr(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?;
             let bus_bits = attr(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?;
+            let pdl = Pdl::for_device(major)?;
             if major < 7 {
                 return Err(Error::Gpu(format!(
                     "CUDA device {ordinal}: unsupported architecture sm_{major}{minor} (need sm_70 or newer)"
@@ -146,6 +184,7 @@ impl CudaDriver {
                 ctx,
                 stream,
                 info,
+                pdl,
                 nvrtc,
                 blas: std::sync::OnceLock::new(),
             })
@@ -155,6 +194,11 @@ impl CudaDriver {
     fn current(&self) -> Result<()> {
         // SAFETY: the context is alive for the lifetime of self.
         check(unsafe { sys::cuCtxSetCurrent(self.ctx) }, "cuCtxSetCurrent")
+    }
+
+    /// How kernels are launched (programmatic dependent launch or not).
+    pub fn pdl(&self) -> Pdl {
+        self.pdl
     }
 
     /// The raw stream, for libraries (cuBLAS) that queue work on it.
@@ -237,11 +281,19 @@ impl Driver for CudaDriver {
     fn compile(&self, name: &str, source: &str, options: &[String]) -> Result<Vec<u8>> {
         let mut opts = vec![format!("--gpu-architecture={}", self.info.arch)];
         opts.extend(options.iter().cloned());
+        if self.pdl == Pdl::Early {
+            opts.push("-DRF_PDL_EARLY=1".into());
+        }
         self.nvrtc.compile(name, source, &opts)
     }
 
     fn compiler_version(&self) -> String {
-        format!("nvrtc {}", self.nvrtc.version)
+        // The early-trigger define is added in `compile`, after the cache key's options were
+        // taken: it goes into the key through the compiler's name instead.
+        match self.pdl {
+            Pdl::Early => format!("nvrtc {} pdl-early", self.nvrtc.version),
+            _ => format!("nvrtc {}", self.nvrtc.version),
+        }
     }
 
     fn load_module(&self, image: &[u8]) -> Result<Handle> {
@@ -289,6 +341,36 @@ impl Driver for CudaDriver {
                 ),
                 "cuFuncSetAttribute(max dynamic shared memory)",
             )?;
+        }
+        if self.pdl != Pdl::Off {
+            // Programmatic stream serialization: the kernel may be scheduled before the previous
+            // one in the stream has finished; every kernel of ours begins with RF_PDL_WAIT().
+            // Stream capture turns the attribute into a programmatic edge of the graph.
+            let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+            attr.id =
+                sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let config = sys::CUlaunchConfig {
+                gridDimX: cfg.grid.0,
+                gridDimY: cfg.grid.1,
+                gridDimZ: cfg.grid.2,
+                blockDimX: cfg.block.0,
+                blockDimY: cfg.block.1,
+                blockDimZ: cfg.block.2,
+                sharedMemBytes: cfg.shared_mem,
+                hStream: self.stream,
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            return check(
+                sys::cuLaunchKernelEx(
+                    &config,
+                    func as sys::CUfunction,
+                    args.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                ),
+                "cuLaunchKernelEx",
+            );
         }
         check(
             sys::cuLaunchKernel(
@@ -744,5 +826,63 @@ impl CudaDriver {
                 workspace: ws,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::kernels::{ALL, COMPAT_H};
+
+    /// The first statement of the function body that opens at `open` (the index of its `{`).
+    fn first_statement(src: &str, open: usize) -> &str {
+        let body = &src[open + 1..];
+        body[..body.find(';').unwrap_or(body.len())].trim()
+    }
+
+    /// Whether the device function `name` (a template every kernel of a family calls) begins
+    /// with the wait.
+    fn device_fn_waits(src: &str, name: &str) -> bool {
+        src.match_indices(&format!("RF_DEVICE void {name}("))
+            .filter_map(|(i, _)| src[i..].find('{').map(|j| i + j))
+            .any(|open| first_statement(src, open) == "RF_PDL_WAIT()")
+    }
+
+    /// With PDL a kernel may start while its predecessor runs: every kernel must wait before it
+    /// touches global memory (or returns), directly or as the first statement of the template it
+    /// calls.
+    #[test]
+    fn every_kernel_begins_with_the_pdl_wait() {
+        assert!(COMPAT_H.contains("#define RF_PDL_WAIT()"));
+        let mut kernels = 0;
+        for f in ALL {
+            let src = f.source;
+            for (i, _) in src.match_indices("RF_KERNEL void ") {
+                let Some(open) = src[i..].find('{').map(|j| i + j) else {
+                    panic!("{}: kernel without a body at {i}", f.name)
+                };
+                let first = first_statement(src, open);
+                let callee = first.split('<').next().unwrap_or("").trim();
+                let ok = first == "RF_PDL_WAIT()"
+                    || (first.contains('<')
+                        && first.ends_with("(p)")
+                        && device_fn_waits(src, callee));
+                let head = &src[i..open];
+                assert!(ok, "{}: `{head}` starts with `{first}`", f.name);
+                kernels += 1;
+            }
+        }
+        assert!(kernels >= 25, "{kernels} kernel definitions found");
+    }
+
+    #[test]
+    fn pdl_setting_parses() {
+        assert_eq!(Pdl::parse(None).unwrap(), Pdl::On);
+        assert_eq!(Pdl::parse(Some("1")).unwrap(), Pdl::On);
+        assert_eq!(Pdl::parse(Some("0")).unwrap(), Pdl::Off);
+        assert_eq!(Pdl::parse(Some("off")).unwrap(), Pdl::Off);
+        assert_eq!(Pdl::parse(Some("early")).unwrap(), Pdl::Early);
+        let e = Pdl::parse(Some("yes")).unwrap_err().to_string();
+        assert!(e.contains("ROCMFORGE_PDL") && e.contains("yes"), "{e}");
     }
 }
