@@ -508,6 +508,9 @@ struct MmvqParams {
     u32 n;               // vectors
     u32 y_stride;
     u32 warps_per_row;   // 1, 2 or 4; a block holds MMVQ_WARPS warps
+    u32 groups;          // 0: blockIdx.x is the row block, blockIdx.y the vector group; else a
+                         // 1-D grid of row blocks x `groups` vector groups, the group fastest (the
+                         // groups of one row block run together and re-read its weights from L2)
 };
 
 #define MMVQ_WARPS 4
@@ -515,7 +518,10 @@ struct MmvqParams {
 
 // One row per warps_per_row warps; lanes take slices (lane, lane + 32 * warps_per_row, ...),
 // MMVQ_UNROLL slices at a time with clamped indices so the loads of both are issued before use.
-// Each blockIdx.y takes up to NB vectors: weights are loaded once for all of them.
+// Each vector group takes up to NB vectors: weights are loaded once for all of them.
+// Batch invariance: the float operations giving y[b, row] are the same whatever NB, n, the group
+// or the grid layout (each vector has its own accumulators, the lane <-> slice assignment depends
+// only on the matrix shape), so a vector's result does not depend on what it is batched with.
 // F (fused): the block first quantizes its vectors into shared memory (nb * cols * 1.25 bytes of
 // dynamic shared memory), saving the separate quantize_q8_1 launch.
 template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
@@ -523,11 +529,13 @@ template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
     __shared__ float part[MMVQ_WARPS][NB];
     const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
     const u32 wpr = p.warps_per_row;
-    const u32 row = blockIdx.x * (MMVQ_WARPS / wpr) + warp / wpr;
+    const u32 rblk = p.groups ? blockIdx.x / p.groups : blockIdx.x;
+    const u32 grp = p.groups ? blockIdx.x % p.groups : blockIdx.y;
+    const u32 row = rblk * (MMVQ_WARPS / wpr) + warp / wpr;
     const u32 sub = warp % wpr;
     const bool valid = row < p.rows;
     const u32 rr = valid ? row : p.rows - 1;
-    const u32 b0 = blockIdx.y * NB;
+    const u32 b0 = grp * NB;
     const int nb = (int)min((u32)NB, p.n - b0);
     const u8* w = p.w + (u64)rr * p.row_bytes;
     const i8* xq;
@@ -615,7 +623,8 @@ template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
     RF_KERNEL void mmvq1_##s(const MmvqParams p) { mmvq<T, 1, false>(p); }  \
     RF_KERNEL void mmvq4_##s(const MmvqParams p) { mmvq<T, 4, false>(p); }  \
     RF_KERNEL void mmvqf1_##s(const MmvqParams p) { mmvq<T, 1, true>(p); } \
-    RF_KERNEL void mmvqf4_##s(const MmvqParams p) { mmvq<T, 4, true>(p); }
+    RF_KERNEL void mmvqf4_##s(const MmvqParams p) { mmvq<T, 4, true>(p); } \
+    RF_KERNEL void mmvq8_##s(const MmvqParams p) { mmvq<T, 8, false>(p); }
 RF_MMVQ(RF_Q4_0, q4_0)
 RF_MMVQ(RF_Q4_1, q4_1)
 RF_MMVQ(RF_Q5_0, q5_0)

@@ -7,7 +7,7 @@
 
 mod gpu_util;
 
-use gpu_util::{max_abs_err, randn, rel_err};
+use gpu_util::{max_abs_err, randn, random_matrix, rel_err};
 use half::f16;
 use rand::Rng;
 use rocmforge::backend::gpu::kernels::GPU_TYPES;
@@ -25,68 +25,7 @@ use rocmforge::backend::gpu::ops::rope::{rope, RopeConfig, RopeMode};
 use rocmforge::backend::gpu::ops::softmax::softmax;
 use rocmforge::backend::gpu::ops::QMatrix;
 use rocmforge::backend::gpu::GpuDevice;
-use rocmforge::quant::{self, dequantize_row, GgmlType};
-
-/// Offsets of the f16 scale fields inside one block (random bytes elsewhere are all valid).
-fn scale_offsets(ty: GgmlType) -> &'static [usize] {
-    match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-        GgmlType::Q2K => &[80, 82],
-        GgmlType::Q3K => &[108],
-        GgmlType::Q6K => &[208],
-        _ => &[],
-    }
-}
-
-/// A random matrix in type `ty`: random bytes with finite scales (quantized types) or random
-/// values (float types). Returns the bytes and the dequantized f32 rows (the reference).
-fn random_matrix(
-    rng: &mut impl Rng,
-    ty: GgmlType,
-    rows: usize,
-    cols: usize,
-) -> (Vec<u8>, Vec<f32>) {
-    let rb = ty.row_bytes(cols as u64).unwrap() as usize;
-    let mut bytes = vec![0u8; rb * rows];
-    match ty {
-        GgmlType::F32 => {
-            for (i, v) in randn(rng, rows * cols, 1.0).iter().enumerate() {
-                bytes[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        GgmlType::F16 => {
-            for (i, v) in randn(rng, rows * cols, 1.0).iter().enumerate() {
-                bytes[2 * i..2 * i + 2].copy_from_slice(&f16::from_f32(*v).to_le_bytes());
-            }
-        }
-        GgmlType::BF16 => {
-            for (i, v) in randn(rng, rows * cols, 1.0).iter().enumerate() {
-                bytes[2 * i..2 * i + 2].copy_from_slice(&half::bf16::from_f32(*v).to_le_bytes());
-            }
-        }
-        _ => {
-            rng.fill(&mut bytes[..]);
-            let bb = ty.block_bytes();
-            for b in 0..bytes.len() / bb {
-                for &o in scale_offsets(ty) {
-                    let d = f16::from_f32(rng.gen_range(-0.05f32..0.05));
-                    bytes[b * bb + o..b * bb + o + 2].copy_from_slice(&d.to_le_bytes());
-                }
-            }
-        }
-    }
-    let mut deq = vec![0f32; rows * cols];
-    for r in 0..rows {
-        dequantize_row(
-            ty,
-            &bytes[r * rb..(r + 1) * rb],
-            &mut deq[r * cols..(r + 1) * cols],
-        )
-        .unwrap();
-    }
-    (bytes, deq)
-}
+use rocmforge::quant::{self, GgmlType};
 
 fn matmul_ref(
     w: &[f32],
@@ -782,6 +721,7 @@ fn run_attention_case(dev: &GpuDevice, rng: &mut impl Rng, c: &AttnCase) {
         causal: c.causal,
         window: c.window,
         softcap: c.softcap,
+        tiled: true,
     };
     attention(dev, &cfg, &kv, &idx, &qb, &ob).unwrap();
     // Reference in f64 over the f16-rounded cache values.

@@ -229,6 +229,7 @@ fn prefill_attention_timings() {
                 causal: true,
                 window: None,
                 softcap: None,
+                tiled: true,
             };
             let t = time_ms(&dev, 10, || {
                 attention(&dev, &cfg, &kv, &idx, &q, &out).unwrap();

@@ -66,6 +66,13 @@ pub struct BenchArgs {
     /// when they fit in 40% of free memory), on, off. Plain pp/tg runs keep them off unless on.
     #[arg(long, value_enum, default_value_t = device::BatchF16::Auto)]
     pub batch_f16: device::BatchF16,
+    /// Batch-invariant GPU computation, as `serve --batch-invariant`.
+    #[arg(long)]
+    pub batch_invariant: bool,
+    /// With `--parallel`: also run every request of each round alone afterwards and count the
+    /// ones whose greedy tokens differ from the batched run.
+    #[arg(long)]
+    pub check_alone: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Md)]
     pub output: Format,
@@ -355,6 +362,8 @@ struct Task {
     sampling: Sampling,
     parallel: Vec<usize>,
     batch_f16: device::BatchF16,
+    batch_invariant: bool,
+    check_alone: bool,
     output: Format,
 }
 
@@ -366,6 +375,9 @@ impl device::ModelTask for Task {
             device::BatchF16::Auto if self.parallel.is_empty() => device::BatchF16::Off,
             b => b,
         }
+    }
+    fn batch_invariant(&self) -> bool {
+        self.batch_invariant
     }
     fn run<B: Backend>(self, model: Model<B>, _load_s: f64) -> Result<()> {
         if !self.parallel.is_empty() {
@@ -421,6 +433,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         sampling: args.sampling,
         parallel: args.parallel,
         batch_f16: args.batch_f16,
+        batch_invariant: args.batch_invariant,
+        check_alone: args.check_alone,
         output: args.output,
     };
     device::with_model(&args.gguf, args.device, args.threads, task)
@@ -456,6 +470,10 @@ mod parallel {
         pub tg_ts: f64,
         /// (prompt + generated tokens) / seconds (llama-batched-bench's S).
         pub total_ts: f64,
+        /// With `--check-alone`: requests whose greedy text run alone equals their text in
+        /// the batched round.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub alone_equal: Option<usize>,
     }
 
     pub fn run<B: Backend>(model: Model<B>, t: &Task) -> Result<()> {
@@ -504,16 +522,29 @@ mod parallel {
         // a warm-up round at the largest P (kernels compiled, graphs captured, pools filled)
         round(&handle, max_p, t.n_prompt, t.n_gen, n_vocab, 0)?;
         for (i, &p) in t.parallel.iter().enumerate() {
-            rows.push(round(&handle, p, t.n_prompt, t.n_gen, n_vocab, i + 1)?);
+            let (mut row, done) = round(&handle, p, t.n_prompt, t.n_gen, n_vocab, i + 1)?;
+            if t.check_alone {
+                let mut equal = 0;
+                for (prompt, text) in done {
+                    let (_, alone) = generate(&handle, prompt, t.n_gen)?;
+                    equal += usize::from(alone == text);
+                }
+                eprintln!("bench --parallel {p}: {equal}/{p} greedy texts equal alone");
+                row.alone_equal = Some(equal);
+            }
+            rows.push(row);
         }
         handle.shutdown();
         match t.output {
             Format::Md => {
-                println!("| P | prompt | gen | s | pp t/s | tg t/s | total t/s |");
-                println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+                println!("| P | prompt | gen | s | pp t/s | tg t/s | total t/s | equal alone |");
+                println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
                 for r in &rows {
+                    let eq = r
+                        .alone_equal
+                        .map_or("-".to_string(), |e| format!("{e}/{}", r.parallel));
                     println!(
-                        "| {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.0} |",
+                        "| {} | {} | {} | {:.3} | {:.0} | {:.0} | {:.0} | {eq} |",
                         r.parallel, r.n_prompt, r.n_gen, r.seconds, r.pp_ts, r.tg_ts, r.total_ts
                     );
                 }
@@ -527,7 +558,61 @@ mod parallel {
         Ok(())
     }
 
-    /// Submits `p` requests at once and waits for them all.
+    /// Submits a greedy request (`ignore_eos`) and returns a receiver of its events.
+    fn submit(
+        h: &engine::EngineHandle,
+        prompt: Vec<u32>,
+        n_gen: usize,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Event>> {
+        let req = GenRequest {
+            prompt,
+            max_tokens: n_gen,
+            sampling: SamplingSpec {
+                temperature: 0.0,
+                ..Default::default()
+            },
+            stop: Vec::new(),
+            logprobs: None,
+            ignore_eos: true,
+        };
+        let (_, rx) = h
+            .submit(req)
+            .map_err(|e| Error::Model(format!("submit: {e:?}")))?;
+        Ok(rx)
+    }
+
+    /// Reads a request's events to the end: (tokens generated, text); `on_delta` sees each
+    /// delta as it arrives.
+    fn collect(
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+        mut on_delta: impl FnMut(),
+    ) -> Result<(usize, String)> {
+        let (mut n, mut text) = (0, String::new());
+        while let Some(ev) = rx.blocking_recv() {
+            match ev {
+                Event::Delta { text: t, .. } => {
+                    on_delta();
+                    text.push_str(&t);
+                }
+                Event::Done { usage, .. } => n = usage.completion_tokens,
+                Event::Error(e) => return Err(Error::Model(e)),
+            }
+        }
+        Ok((n, text))
+    }
+
+    /// One greedy request alone: (tokens generated, text).
+    fn generate(
+        h: &engine::EngineHandle,
+        prompt: Vec<u32>,
+        n_gen: usize,
+    ) -> Result<(usize, String)> {
+        collect(submit(h, prompt, n_gen)?, || {})
+    }
+
+    /// Submits `p` requests at once and waits for them all; also returns each request's
+    /// prompt and text.
+    #[allow(clippy::type_complexity)]
     fn round(
         h: &engine::EngineHandle,
         p: usize,
@@ -535,50 +620,35 @@ mod parallel {
         n_gen: usize,
         n_vocab: usize,
         salt: usize,
-    ) -> Result<ParallelRow> {
+    ) -> Result<(ParallelRow, Vec<(Vec<u32>, String)>)> {
         // distinct random prompts (no prefix sharing), different per round
         let all = tokens((p * n_prompt + salt * 7919) * 2, n_vocab);
         let t0 = Instant::now();
         let stamps = Arc::new(Mutex::new(Vec::<(usize, f64)>::new()));
         let mut threads = Vec::with_capacity(p);
+        let mut prompts = Vec::with_capacity(p);
         for i in 0..p {
             let off = salt * 7919 + i * n_prompt;
-            let req = GenRequest {
-                prompt: all[off..off + n_prompt].to_vec(),
-                max_tokens: n_gen,
-                sampling: SamplingSpec {
-                    temperature: 0.0,
-                    ..Default::default()
-                },
-                stop: Vec::new(),
-                logprobs: None,
-                ignore_eos: true,
-            };
-            let (_, mut rx) = h
-                .submit(req)
-                .map_err(|e| Error::Model(format!("submit: {e:?}")))?;
+            let prompt = all[off..off + n_prompt].to_vec();
+            prompts.push(prompt.clone());
+            let rx = submit(h, prompt, n_gen)?;
             let stamps = stamps.clone();
-            threads.push(std::thread::spawn(move || -> Result<usize> {
-                let mut n = 0;
-                while let Some(ev) = rx.blocking_recv() {
-                    match ev {
-                        Event::Delta { .. } => {
-                            if let Ok(mut s) = stamps.lock() {
-                                s.push((i, t0.elapsed().as_secs_f64()));
-                            }
-                        }
-                        Event::Done { usage, .. } => n = usage.completion_tokens,
-                        Event::Error(e) => return Err(Error::Model(e)),
+            threads.push(std::thread::spawn(move || {
+                collect(rx, || {
+                    if let Ok(mut s) = stamps.lock() {
+                        s.push((i, t0.elapsed().as_secs_f64()));
                     }
-                }
-                Ok(n)
+                })
             }));
         }
         let mut generated = 0;
-        for t in threads {
-            generated += t
+        let mut done = Vec::with_capacity(p);
+        for (t, prompt) in threads.into_iter().zip(prompts) {
+            let (n, text) = t
                 .join()
                 .map_err(|_| Error::Model("collector thread panicked".into()))??;
+            generated += n;
+            done.push((prompt, text));
         }
         let end = t0.elapsed().as_secs_f64();
         if generated != p * n_gen {
@@ -597,7 +667,7 @@ mod parallel {
         }
         let prefilled = first.iter().copied().fold(0.0, f64::max);
         let after = stamps.iter().filter(|&&(_, t)| t > prefilled).count();
-        Ok(ParallelRow {
+        let row = ParallelRow {
             parallel: p,
             n_prompt,
             n_gen,
@@ -605,6 +675,8 @@ mod parallel {
             pp_ts: (p * n_prompt) as f64 / prefilled,
             tg_ts: after as f64 / (end - prefilled).max(1e-9),
             total_ts: (p * (n_prompt + n_gen)) as f64 / end,
-        })
+            alone_equal: None,
+        };
+        Ok((row, done))
     }
 }

@@ -92,6 +92,11 @@ pub trait ModelTask {
     fn batch_f16(&self) -> BatchF16 {
         BatchF16::Off
     }
+    /// Whether a GPU backend should compute batch-invariantly
+    /// ([`GpuBackend::with_batch_invariance`]).
+    fn batch_invariant(&self) -> bool {
+        false
+    }
 }
 
 /// Sets rayon's global pool to `threads` (default: every core); later calls keep the first.
@@ -158,6 +163,20 @@ pub fn f16_copy_bytes(file: &GgufFile) -> u64 {
         .sum()
 }
 
+/// A GPU backend on `dev` for the model in `file`: batch-invariant or not, then with F16 batch
+/// copies as `f16` says (never with batch invariance, which does not read them).
+pub fn gpu_backend(
+    dev: crate::backend::gpu::GpuDevice,
+    file: &GgufFile,
+    f16: BatchF16,
+    invariant: bool,
+) -> GpuBackend {
+    let copies = !invariant && f16.wanted(&dev, file);
+    GpuBackend::new(dev)
+        .with_batch_invariance(invariant)
+        .with_f16_batch_weights(copies)
+}
+
 /// Loads the model at `path` on `device` and runs `task` on it.
 pub fn with_model<T: ModelTask>(
     path: &std::path::Path,
@@ -177,8 +196,7 @@ pub fn with_model<T: ModelTask>(
             match device.open_gpu()? {
                 Some(dev) => {
                     let file = std::sync::Arc::new(GgufFile::open(path)?);
-                    let f16 = task.batch_f16().wanted(&dev, &file);
-                    let be = GpuBackend::new(dev).with_f16_batch_weights(f16);
+                    let be = gpu_backend(dev, &file, task.batch_f16(), task.batch_invariant());
                     let model = Model::load(file, be)?;
                     task.run(model, t0.elapsed().as_secs_f64())
                 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::gpu::backend::GpuBackend;
 use crate::cli::device::{BatchF16, Device};
 use crate::engine::sampling::CpuSampler;
 use crate::engine::{self, EngineConfig, Metrics};
@@ -64,6 +63,13 @@ pub struct ServeArgs {
     /// in 40% of free memory), on, off.
     #[arg(long, value_enum, default_value_t = BatchF16::Auto)]
     pub batch_f16: BatchF16,
+    /// On a GPU, compute every request's tokens with the same float operations whatever else
+    /// is batched with it, so greedy output is the same alone or among many requests. Costs
+    /// throughput: on the H100, qwen2-0.5b Q8_0 at 64 sequences decodes 8.1k instead of 21.7k
+    /// tokens/s and processes prompts about 7x slower (docs/SERVER.md). The CPU backend is
+    /// batch-invariant always.
+    #[arg(long)]
+    pub batch_invariant: bool,
 }
 
 /// Checks `--sampler` against the backend (`gpu_backend`): `gpu` needs a GPU device.
@@ -160,6 +166,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let device = args.device;
         let sampler = args.sampler;
         let batch_f16 = args.batch_f16;
+        let invariant = args.batch_invariant;
         let load_file = file.clone();
         // Built on the engine thread, so a GPU context never crosses threads.
         let load = move || -> Result<engine::core::ModelParts> {
@@ -171,8 +178,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             let model: Box<dyn engine::StepModel> = match gpu {
                 Some(dev) => {
                     tracing::info!("device: GPU");
-                    let f16 = batch_f16.wanted(&dev, &load_file);
-                    let be = GpuBackend::new(dev).with_f16_batch_weights(f16);
+                    let be = crate::cli::device::gpu_backend(dev, &load_file, batch_f16, invariant);
+                    tracing::info!("batch-invariant: {invariant}");
                     let model = Model::load(load_file, be)?;
                     let m = LoadedModel::new(model, n_blocks, n_ctx)?.with_sampler(sampler)?;
                     let on = if engine::StepModel::samples_on_device(&m) {

@@ -1,8 +1,10 @@
 //! Shared helpers of the GPU tests: open a device or say why not, random inputs, comparisons.
 #![allow(dead_code)]
 
+use half::f16;
 use rand::{Rng, SeedableRng};
 use rocmforge::backend::gpu::GpuDevice;
+use rocmforge::quant::{dequantize_row, GgmlType};
 
 /// Opens a device of its own for this test, or prints `skipped: no GPU (reason)`.
 pub fn device(test: &str) -> Option<GpuDevice> {
@@ -53,4 +55,65 @@ pub fn max_abs_err(got: &[f32], want: &[f64]) -> f64 {
             (g as f64 - w).abs()
         })
         .fold(0.0, f64::max)
+}
+
+/// Offsets of the f16 scale fields inside one block (random bytes elsewhere are all valid).
+pub fn scale_offsets(ty: GgmlType) -> &'static [usize] {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q2K => &[80, 82],
+        GgmlType::Q3K => &[108],
+        GgmlType::Q6K => &[208],
+        _ => &[],
+    }
+}
+
+/// A random matrix in type `ty`: random bytes with finite scales (quantized types) or random
+/// values (float types). Returns the bytes and the dequantized f32 rows (the reference).
+pub fn random_matrix(
+    rng: &mut impl Rng,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+) -> (Vec<u8>, Vec<f32>) {
+    let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut bytes = vec![0u8; rb * rows];
+    match ty {
+        GgmlType::F32 => {
+            for (i, v) in randn(rng, rows * cols, 1.0).iter().enumerate() {
+                bytes[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (i, v) in randn(rng, rows * cols, 1.0).iter().enumerate() {
+                bytes[2 * i..2 * i + 2].copy_from_slice(&f16::from_f32(*v).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (i, v) in randn(rng, rows * cols, 1.0).iter().enumerate() {
+                bytes[2 * i..2 * i + 2].copy_from_slice(&half::bf16::from_f32(*v).to_le_bytes());
+            }
+        }
+        _ => {
+            rng.fill(&mut bytes[..]);
+            let bb = ty.block_bytes();
+            for b in 0..bytes.len() / bb {
+                for &o in scale_offsets(ty) {
+                    let d = f16::from_f32(rng.gen_range(-0.05f32..0.05));
+                    bytes[b * bb + o..b * bb + o + 2].copy_from_slice(&d.to_le_bytes());
+                }
+            }
+        }
+    }
+    let mut deq = vec![0f32; rows * cols];
+    for r in 0..rows {
+        dequantize_row(
+            ty,
+            &bytes[r * rb..(r + 1) * rb],
+            &mut deq[r * cols..(r + 1) * cols],
+        )
+        .unwrap();
+    }
+    (bytes, deq)
 }

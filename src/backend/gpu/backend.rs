@@ -301,6 +301,7 @@ pub struct GpuBackend {
     graphs: Mutex<HashMap<GraphKey, GraphState>>,
     use_graphs: bool,
     f16_batch: bool,
+    batch_invariant: bool,
 }
 
 const SLOT_POSITIONS: usize = 0;
@@ -328,6 +329,7 @@ impl GpuBackend {
             graphs: Mutex::new(HashMap::new()),
             use_graphs,
             f16_batch: false,
+            batch_invariant: false,
         }
     }
 
@@ -336,8 +338,27 @@ impl GpuBackend {
     /// instead of dequantizing the matrix at every call: twice the bytes of an F16 model more
     /// device memory, for serving throughput. Set before loading the weights.
     pub fn with_f16_batch_weights(mut self, on: bool) -> Self {
-        self.f16_batch = on;
+        self.f16_batch = on && !self.batch_invariant;
         self
+    }
+
+    /// Batch-invariant products and attention: every token's results are computed by the same
+    /// float operations whatever else is in the batch (matrix products always take the
+    /// matrix-vector kernels, several vectors per weight load; attention always the per-token
+    /// kernel), so greedy output does not depend on the other requests being served. Costs
+    /// prompt-processing speed on large models (no cuBLAS); F16 batch copies are then unused and
+    /// not made.
+    pub fn with_batch_invariance(mut self, on: bool) -> Self {
+        self.batch_invariant = on;
+        if on {
+            self.f16_batch = false;
+        }
+        self
+    }
+
+    /// Whether [`GpuBackend::with_batch_invariance`] is on.
+    pub fn batch_invariant(&self) -> bool {
+        self.batch_invariant
     }
 
     /// The rotation's frequency factors on the device (uploaded once, cached by content).
@@ -758,7 +779,7 @@ impl Backend for GpuBackend {
         }
         let bias = b.map(|b| &b.buf);
         let out = self.out(x.rows, w.rows)?;
-        if x.rows <= MATVEC_MAX_TOKENS {
+        if x.rows <= MATVEC_MAX_TOKENS || self.batch_invariant {
             matvec::matvec(&self.dev, &w.q(), &x.buf, bias, &out.buf, x.rows)?;
         } else {
             matmul::matmul(&self.dev, &w.q_for(x.rows), &x.buf, bias, &out.buf, x.rows)?;
@@ -883,6 +904,7 @@ impl Backend for GpuBackend {
             causal: true,
             window: p.window.map(|w| w.min(u32::MAX as usize) as u32),
             softcap: p.softcap,
+            tiled: !self.batch_invariant,
         };
         let out = self.out(q.rows, q.cols)?;
         attention::attention(&self.dev, &cfg, &kv, &idx, &q.buf, &out.buf)?;

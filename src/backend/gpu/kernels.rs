@@ -127,6 +127,8 @@ pub const MMVQ4_PREFIX: &str = "mmvq4";
 pub const MMVQF1_PREFIX: &str = "mmvqf1";
 /// See [`MMVQF1_PREFIX`].
 pub const MMVQF4_PREFIX: &str = "mmvqf4";
+/// See [`MMVQ1_PREFIX`]; up to 8 vectors per block (`mmvq8_q8_0`), for many vectors.
+pub const MMVQ8_PREFIX: &str = "mmvq8";
 /// See [`MATVEC_PREFIX`].
 pub const MATMUL_PREFIX: &str = "matmul";
 /// See [`MATVEC_PREFIX`].

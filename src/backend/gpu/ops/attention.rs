@@ -64,6 +64,10 @@ pub struct AttentionConfig {
     pub window: Option<u32>,
     /// Logit soft-capping: s = cap * tanh(s / cap) (Gemma 2).
     pub softcap: Option<f32>,
+    /// Prefill-heavy passes may take the tiled kernel. Its float operations differ from the
+    /// per-token kernel's, so a token's result would then depend on the rest of the pass; false
+    /// keeps every token on the per-token kernel (batch invariance).
+    pub tiled: bool,
 }
 
 /// Checks the caches and the index against each other and against their buffers.
@@ -270,7 +274,8 @@ pub fn attention(
         65..=128 => Some(ATTENTION_TILED_D128),
         _ => Some(ATTENTION_TILED_D256),
     };
-    if let Some(name) = tiled.filter(|_| idx.tokens >= TILED_MIN_TOKENS_PER_SEQ * idx.n_seqs) {
+    let prefill_heavy = idx.tokens >= TILED_MIN_TOKENS_PER_SEQ * idx.n_seqs;
+    if let Some(name) = tiled.filter(|_| cfg.tiled && prefill_heavy) {
         let kern = dev.kernel(&ATTENTION, name)?;
         let lc = LaunchConfig {
             grid: (
