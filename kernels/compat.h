@@ -53,14 +53,9 @@ RF_DEVICE u16 rf_f2h(float f) { union { u16 u; _Float16 f; } x; x.f = (_Float16)
 // Then `griddepcontrol.launch_dependents` lets the next kernel be scheduled: its blocks become
 // resident and sit in their own wait while this one runs, hiding the launch. Both instructions
 // are no-ops when the kernel was launched without the attribute. Nothing on HIP or before sm_90.
-// With RF_PDL_EARLY (ROCMFORGE_PDL=early) the trigger comes first: the next kernel may be
-// scheduled even before this one's predecessor is done.
+// (Triggering before the wait was measured and dropped: docs/PERFORMANCE.md, "PDL".)
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
-#if defined(RF_PDL_EARLY)
-#define RF_PDL_WAIT() asm volatile("griddepcontrol.launch_dependents;\n\tgriddepcontrol.wait;" ::: "memory")
-#else
 #define RF_PDL_WAIT() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
-#endif
 #else
 #define RF_PDL_WAIT() ((void)0)
 #endif

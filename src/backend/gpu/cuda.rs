@@ -55,39 +55,19 @@ pub fn device_count() -> Result<usize> {
     Ok(n.max(0) as usize)
 }
 
-/// Programmatic dependent launch (PDL): whether kernels are launched with the
-/// programmatic-stream-serialization attribute, and where the kernels trigger their successor
-/// (`RF_PDL_WAIT()` in `kernels/compat.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pdl {
-    /// Plain `cuLaunchKernel`: each kernel starts after the previous one has finished.
-    Off,
-    /// `cuLaunchKernelEx` with the attribute; each kernel waits for its predecessor, then lets
-    /// its successor be scheduled (`griddepcontrol.wait; griddepcontrol.launch_dependents`).
-    On,
-    /// As `On`, but the successor is let in before the wait (kernels compiled with
-    /// `-DRF_PDL_EARLY`).
-    Early,
+/// Whether programmatic dependent launch is wanted: `ROCMFORGE_PDL` unset, `1` or `on` (the
+/// default), not `0` or `off`. Devices before sm_90 never use it.
+fn pdl_enabled() -> Result<bool> {
+    parse_pdl(std::env::var("ROCMFORGE_PDL").ok().as_deref())
 }
 
-impl Pdl {
-    /// The mode for a device of compute capability `major`: off before sm_90 (no PDL there),
-    /// else from `ROCMFORGE_PDL` (`0`/`off`, `1`/`on` (default), `early`).
-    pub fn for_device(major: i32) -> Result<Self> {
-        let var = std::env::var("ROCMFORGE_PDL").ok();
-        let mode = Self::parse(var.as_deref())?;
-        Ok(if major < 9 { Pdl::Off } else { mode })
-    }
-
-    fn parse(v: Option<&str>) -> Result<Self> {
-        match v {
-            None | Some("") | Some("1") | Some("on") => Ok(Pdl::On),
-            Some("0") | Some("off") => Ok(Pdl::Off),
-            Some("early") => Ok(Pdl::Early),
-            Some(other) => Err(Error::Gpu(format!(
-                "ROCMFORGE_PDL={other:?}: expected 0, off, 1, on or early"
-            ))),
-        }
+fn parse_pdl(v: Option<&str>) -> Result<bool> {
+    match v {
+        None | Some("") | Some("1") | Some("on") => Ok(true),
+        Some("0") | Some("off") => Ok(false),
+        Some(other) => Err(Error::Gpu(format!(
+            "ROCMFORGE_PDL={other:?}: expected 0, off, 1 or on"
+        ))),
     }
 }
 
@@ -96,7 +76,9 @@ pub struct CudaDriver {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
     info: DeviceInfo,
-    pdl: Pdl,
+    /// Programmatic dependent launch: kernels launched with programmatic stream serialization
+    /// (sm_90+, unless `ROCMFORGE_PDL=0`).
+    pdl: bool,
     nvrtc: Nvrtc,
     /// The cuBLAS handle, created at the first GEMM (`None` inside: no libcublas, warned once).
     blas: std::sync::OnceLock<Option<std::sync::Mutex<BlasHandle>>>,
@@ -135,7 +117,7 @@ impl CudaDriver {
             let sms = attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
             let mem_clock_khz = attr(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?;
             let bus_bits = attr(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?;
-            let pdl = Pdl::for_device(major)?;
+            let pdl = major >= 9 && pdl_enabled()?;
             if major < 7 {
                 return Err(Error::Gpu(format!(
                     "CUDA device {ordinal}: unsupported architecture sm_{major}{minor} (need sm_70 or newer)"
@@ -196,8 +178,8 @@ impl CudaDriver {
         check(unsafe { sys::cuCtxSetCurrent(self.ctx) }, "cuCtxSetCurrent")
     }
 
-    /// How kernels are launched (programmatic dependent launch or not).
-    pub fn pdl(&self) -> Pdl {
+    /// Whether kernels are launched with programmatic dependent launch.
+    pub fn pdl(&self) -> bool {
         self.pdl
     }
 
@@ -281,19 +263,11 @@ impl Driver for CudaDriver {
     fn compile(&self, name: &str, source: &str, options: &[String]) -> Result<Vec<u8>> {
         let mut opts = vec![format!("--gpu-architecture={}", self.info.arch)];
         opts.extend(options.iter().cloned());
-        if self.pdl == Pdl::Early {
-            opts.push("-DRF_PDL_EARLY=1".into());
-        }
         self.nvrtc.compile(name, source, &opts)
     }
 
     fn compiler_version(&self) -> String {
-        // The early-trigger define is added in `compile`, after the cache key's options were
-        // taken: it goes into the key through the compiler's name instead.
-        match self.pdl {
-            Pdl::Early => format!("nvrtc {} pdl-early", self.nvrtc.version),
-            _ => format!("nvrtc {}", self.nvrtc.version),
-        }
+        format!("nvrtc {}", self.nvrtc.version)
     }
 
     fn load_module(&self, image: &[u8]) -> Result<Handle> {
@@ -342,7 +316,7 @@ impl Driver for CudaDriver {
                 "cuFuncSetAttribute(max dynamic shared memory)",
             )?;
         }
-        if self.pdl != Pdl::Off {
+        if self.pdl {
             // Programmatic stream serialization: the kernel may be scheduled before the previous
             // one in the stream has finished; every kernel of ours begins with RF_PDL_WAIT().
             // Stream capture turns the attribute into a programmatic edge of the graph.
@@ -877,12 +851,12 @@ mod tests {
 
     #[test]
     fn pdl_setting_parses() {
-        assert_eq!(Pdl::parse(None).unwrap(), Pdl::On);
-        assert_eq!(Pdl::parse(Some("1")).unwrap(), Pdl::On);
-        assert_eq!(Pdl::parse(Some("0")).unwrap(), Pdl::Off);
-        assert_eq!(Pdl::parse(Some("off")).unwrap(), Pdl::Off);
-        assert_eq!(Pdl::parse(Some("early")).unwrap(), Pdl::Early);
-        let e = Pdl::parse(Some("yes")).unwrap_err().to_string();
+        assert!(parse_pdl(None).unwrap());
+        assert!(parse_pdl(Some("1")).unwrap());
+        assert!(parse_pdl(Some("on")).unwrap());
+        assert!(!parse_pdl(Some("0")).unwrap());
+        assert!(!parse_pdl(Some("off")).unwrap());
+        let e = parse_pdl(Some("yes")).unwrap_err().to_string();
         assert!(e.contains("ROCMFORGE_PDL") && e.contains("yes"), "{e}");
     }
 }
