@@ -13,6 +13,7 @@ RF_DEVICE void rf_better(float& v, u32& i, float v2, u32 i2) {
 }
 
 RF_KERNEL void argmax_f32(const ArgmaxParams p) {
+    RF_PDL_WAIT();
     __shared__ float sv[32];
     __shared__ u32 si[32];
     const float* x = p.x + (u64)blockIdx.x * p.n;

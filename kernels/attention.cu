@@ -57,6 +57,7 @@ RF_DEVICE void rf_att_range(const AttentionParams& p, u32 t, u32* start, u32* en
 }
 
 RF_KERNEL void attention_f16kv(const AttentionParams p) {
+    RF_PDL_WAIT();
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
     __shared__ float sacc[ATT_WARPS][ATT_MAX_DIM];
     const u32 t = blockIdx.x, h = blockIdx.y, c = blockIdx.z;
@@ -136,6 +137,7 @@ RF_KERNEL void attention_f16kv(const AttentionParams p) {
 // out[t, h] = (sum_c O_c e^(M_c - M)) / (sum_c L_c e^(M_c - M)) over token t's chunks, in
 // chunk order (one chunk: exactly O_0 / L_0). Block (t, h), threads over head_dim.
 RF_KERNEL void attention_combine(const AttentionParams p) {
+    RF_PDL_WAIT();
     const u32 t = blockIdx.x, h = blockIdx.y;
     u32 start, end;
     rf_att_range(p, t, &start, &end);
@@ -177,6 +179,7 @@ RF_DEVICE float4 rf_f4(float x, float y, float z, float w) {
 }
 
 template <int NG> RF_DEVICE void attention_tiled(const AttentionParams& p) {
+    RF_PDL_WAIT();
     __shared__ float4 ks[KV_BLOCK][4 * NG], vs[KV_BLOCK][4 * NG];
     __shared__ u32 s_seq, s_lo, s_hi;
     const u32 h = blockIdx.y;
@@ -317,6 +320,7 @@ struct KvWriteParams {
 
 // Stores the new keys and values (as f16) in their cache slots. grid (tokens, n_kv_heads).
 RF_KERNEL void kv_write_f16(const KvWriteParams p) {
+    RF_PDL_WAIT();
     const u32 t = blockIdx.x, g = blockIdx.y;
     const u32 pos = p.positions[t];
     const u32 blk = p.block_tables[(u64)p.seq_of_token[t] * p.max_blocks + pos / KV_BLOCK];
@@ -330,6 +334,7 @@ RF_KERNEL void kv_write_f16(const KvWriteParams p) {
 
 // Stores one cache (K or V) only: the same as kv_write_f16 for a single tensor.
 RF_KERNEL void kv_store_f16(const KvWriteParams p) {
+    RF_PDL_WAIT();
     const u32 t = blockIdx.x, g = blockIdx.y;
     const u32 pos = p.positions[t];
     const u32 blk = p.block_tables[(u64)p.seq_of_token[t] * p.max_blocks + pos / KV_BLOCK];
@@ -355,6 +360,7 @@ struct WeightedVParams {
 };
 
 RF_KERNEL void weighted_v_f16kv(const WeightedVParams p) {
+    RF_PDL_WAIT();
     const u32 t = blockIdx.x, h = blockIdx.y;
     const u32 g = h / (p.n_heads / p.n_kv_heads);
     const u32* table = p.block_tables + (u64)p.seq_of_token[t] * p.max_blocks;

@@ -43,6 +43,23 @@ RF_DEVICE float rf_h2f(u16 h) { union { u16 u; _Float16 f; } x; x.u = h; return 
 RF_DEVICE u16 rf_f2h(float f) { union { u16 u; _Float16 f; } x; x.f = (_Float16)f; return x.u; }
 #endif
 
+// Programmatic dependent launch (CUDA, sm_90+). The CUDA driver launches every kernel with the
+// programmatic-stream-serialization attribute (`cuda.rs`; `ROCMFORGE_PDL=0` turns it off), so a
+// kernel may start while the previous one in the stream is still running. RF_PDL_WAIT() must be
+// the first statement of every kernel, before any global memory access and before any return:
+// `griddepcontrol.wait` blocks until the previous grid has completed and its writes are visible
+// (reads after writes, and writes after reads of reused scratch). Because every block of every
+// kernel waits before it can finish, a grid's completion implies its predecessors' completion.
+// Then `griddepcontrol.launch_dependents` lets the next kernel be scheduled: its blocks become
+// resident and sit in their own wait while this one runs, hiding the launch. Both instructions
+// are no-ops when the kernel was launched without the attribute. Nothing on HIP or before sm_90.
+// (Triggering before the wait was measured and dropped: docs/PERFORMANCE.md, "PDL".)
+#if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900)
+#define RF_PDL_WAIT() asm volatile("griddepcontrol.wait;\n\tgriddepcontrol.launch_dependents;" ::: "memory")
+#else
+#define RF_PDL_WAIT() ((void)0)
+#endif
+
 RF_DEVICE float rf_bf2f(u16 h) { return __uint_as_float(((u32)h) << 16); }
 
 // Sum / max across one warp (wavefront).

@@ -12,10 +12,20 @@ struct EltParams {
 #define RF_GRID_STRIDE(i, n) \
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (u64)gridDim.x * blockDim.x)
 
-RF_KERNEL void add_f32(const EltParams p) { RF_GRID_STRIDE(i, p.count) p.x[i] += p.y[i]; }
-RF_KERNEL void add_bias_f32(const EltParams p) { RF_GRID_STRIDE(i, p.count) p.x[i] += p.y[i % p.cols]; }
-RF_KERNEL void scale_f32(const EltParams p) { RF_GRID_STRIDE(i, p.count) p.x[i] *= p.s; }
+RF_KERNEL void add_f32(const EltParams p) {
+    RF_PDL_WAIT();
+    RF_GRID_STRIDE(i, p.count) p.x[i] += p.y[i];
+}
+RF_KERNEL void add_bias_f32(const EltParams p) {
+    RF_PDL_WAIT();
+    RF_GRID_STRIDE(i, p.count) p.x[i] += p.y[i % p.cols];
+}
+RF_KERNEL void scale_f32(const EltParams p) {
+    RF_PDL_WAIT();
+    RF_GRID_STRIDE(i, p.count) p.x[i] *= p.s;
+}
 RF_KERNEL void softcap_f32(const EltParams p) {
+    RF_PDL_WAIT();
     RF_GRID_STRIDE(i, p.count) p.x[i] = p.s * tanhf(p.x[i] / p.s);
 }
 
@@ -29,6 +39,7 @@ struct GetRowsParams {
 
 // One block per output row; an index past the rows yields NaN (the Rust entry checks them).
 RF_KERNEL void get_rows_f32(const GetRowsParams p) {
+    RF_PDL_WAIT();
     const u32 r = p.idx[blockIdx.x];
     float* o = p.out + (u64)blockIdx.x * p.cols;
     for (u32 c = threadIdx.x; c < p.cols; c += blockDim.x)

@@ -14,6 +14,7 @@ struct EmbeddingParams {
 };
 
 template <int T> RF_DEVICE void embedding(const EmbeddingParams& p) {
+    RF_PDL_WAIT();
     const u32 id = p.ids[blockIdx.x];
     float* out = p.out + (u64)blockIdx.x * p.cols;
     if (id >= p.vocab) {  // the Rust entry checks ids; an out-of-range id yields NaN, not a fault
@@ -34,6 +35,7 @@ template <int T> RF_DEVICE void embedding(const EmbeddingParams& p) {
 RF_FOR_EACH_TYPE(RF_EMBEDDING)
 
 RF_KERNEL void embedding_scalar_f32(const EmbeddingParams p) {
+    RF_PDL_WAIT();
     const u32 id = p.ids[blockIdx.x];
     float* out = p.out + (u64)blockIdx.x * p.cols;
     const float* row = (const float*)(p.table + (u64)(id < p.vocab ? id : 0) * p.row_bytes);
@@ -41,6 +43,7 @@ RF_KERNEL void embedding_scalar_f32(const EmbeddingParams p) {
         out[k] = id < p.vocab ? row[k] * p.scale : __int_as_float(0x7fc00000);
 }
 RF_KERNEL void embedding_scalar_f16(const EmbeddingParams p) {
+    RF_PDL_WAIT();
     const u32 id = p.ids[blockIdx.x];
     float* out = p.out + (u64)blockIdx.x * p.cols;
     const u16* row = (const u16*)(p.table + (u64)(id < p.vocab ? id : 0) * p.row_bytes);

@@ -20,6 +20,7 @@ RF_DEVICE float rf_gelu(float x) {
 }
 
 RF_KERNEL void swiglu_f32(const GluParams p) {
+    RF_PDL_WAIT();
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < p.count;
          i += (u64)gridDim.x * blockDim.x)
     {
@@ -29,6 +30,7 @@ RF_KERNEL void swiglu_f32(const GluParams p) {
 }
 
 RF_KERNEL void geglu_f32(const GluParams p) {
+    RF_PDL_WAIT();
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < p.count;
          i += (u64)gridDim.x * blockDim.x)
     {

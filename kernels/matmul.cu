@@ -21,6 +21,7 @@ struct MatmulParams {
 };
 
 template <int T> RF_DEVICE void matmul(const MatmulParams& p) {
+    RF_PDL_WAIT();
     __shared__ float ws[MM_TR][MM_TK + 1];
     __shared__ float xs[MM_TT][MM_TK + 1];
     const u32 r0 = blockIdx.x * MM_TR, t0 = blockIdx.y * MM_TT;
@@ -87,6 +88,7 @@ struct DequantParams {
 
 // One thread per 32-element chunk.
 template <int T> RF_DEVICE void dequant_f16(const DequantParams& p) {
+    RF_PDL_WAIT();
     const u64 chunks_per_row = p.cols / 32;
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= chunks_per_row * p.rows) return;
@@ -113,6 +115,7 @@ RF_FOR_EACH_TYPE(RF_DEQUANT)
 
 // f32 -> f16 conversion of activations (for cuBLAS).
 RF_KERNEL void f32_to_f16(const float* x, u16* y, u64 n) {
+    RF_PDL_WAIT();
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x)
         y[i] = rf_f2h(x[i]);
 }

@@ -23,6 +23,7 @@ struct MatvecParams {
 #define MV_ROWS 4
 
 template <int T> RF_DEVICE void matvec(const MatvecParams& p) {
+    RF_PDL_WAIT();
     const int lane = threadIdx.x % WARP_SIZE;
     const u32 rpw = p.rows_per_warp;
     const u32 row0 = (blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE) * rpw;
@@ -71,6 +72,7 @@ template <> RF_DEVICE_SPEC float rf_ld_elem<RF_F16>(const u8* row, u32 k) { retu
 template <> RF_DEVICE_SPEC float rf_ld_elem<RF_BF16>(const u8* row, u32 k) { return rf_bf2f(((const u16*)row)[k]); }
 
 template <int T> RF_DEVICE void matvec_scalar(const MatvecParams& p) {
+    RF_PDL_WAIT();
     const int lane = threadIdx.x % WARP_SIZE;
     const u32 row = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
     if (row >= p.rows) return;
@@ -131,6 +133,7 @@ RF_DEVICE u32 rf_q8_1_x4(float4 v, float2* ds) {
 }
 
 RF_KERNEL void quantize_q8_1(const QuantizeParams p) {
+    RF_PDL_WAIT();
     const u32 i4 = blockIdx.x * blockDim.x + threadIdx.x;
     const bool ok = 4 * i4 < p.total;  // whole groups of 8 threads share one fate
     float4 v;
@@ -585,6 +588,7 @@ struct MmvqParams {
 // F (fused): the block first quantizes its vectors into shared memory (nb * cols * 1.25 bytes of
 // dynamic shared memory), saving the separate quantize_q8_1 launch.
 template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
+    RF_PDL_WAIT();
     __shared__ float part[MMVQ_WARPS][NB];
     const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
     const u32 wpr = p.warps_per_row;
@@ -699,6 +703,7 @@ template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
 #define MMVQT_LOG_CPL 3
 #endif
 template <int T, int NB> RF_DEVICE void mmvqt(const MmvqParams& p) {
+    RF_PDL_WAIT();
     const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
     const int qi = lane % MMVQT_QUAD;
     const u32 rows_per_block = (blockDim.x / WARP_SIZE) * (WARP_SIZE / MMVQT_QUAD);

@@ -13,6 +13,7 @@ struct RmsNormParams {
 };
 
 RF_KERNEL void rms_norm_f32(const RmsNormParams p) {
+    RF_PDL_WAIT();
     __shared__ float scratch[32];
     const u64 base = (u64)blockIdx.x * p.n;
     float ss = 0.0f;

@@ -28,6 +28,7 @@ RF_DEVICE void rf_rope_pair(float pos, u32 i, u32 rot_dim, u32 neox, float base,
 }
 
 RF_KERNEL void rope_f32(const RopeParams p) {
+    RF_PDL_WAIT();
     const u32 t = blockIdx.x, h = blockIdx.y;
     float* x = p.x + ((u64)t * p.heads + h) * p.head_dim;
     const float pos = (float)p.positions[t];
@@ -68,6 +69,7 @@ struct QkvRopeStoreParams {
 #define QKV_KV_BLOCK 16u
 
 RF_KERNEL void qkv_rope_store_f32(const QkvRopeStoreParams p) {
+    RF_PDL_WAIT();
     const u32 t = blockIdx.x, h = blockIdx.y, D = p.head_dim;
     const u32 width = (p.n_heads + 2 * p.n_kv_heads) * D;
     const float* x = p.qkv + (u64)t * width + (u64)h * D;

@@ -185,6 +185,7 @@ RF_DEVICE u32 rf_inverse_cdf(const float* l, u32 vocab, float max, float temp, u
 }
 
 RF_KERNEL void sample_rows(const SampleArgs a) {
+    RF_PDL_WAIT();
     __shared__ u64 s_scan[RF_SAMPLE_MAX_THREADS];
     __shared__ float s_saved[RF_SAMPLE_MAX_WINDOW];
     __shared__ u64 s_red[32];

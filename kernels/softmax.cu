@@ -9,6 +9,7 @@ struct SoftmaxParams {
 };
 
 RF_KERNEL void softmax_f32(const SoftmaxParams p) {
+    RF_PDL_WAIT();
     __shared__ float scratch[32];
     const u64 base = (u64)blockIdx.x * p.n;
     float m = -RF_INF;

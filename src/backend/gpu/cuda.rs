@@ -55,11 +55,30 @@ pub fn device_count() -> Result<usize> {
     Ok(n.max(0) as usize)
 }
 
+/// Whether programmatic dependent launch is wanted: `ROCMFORGE_PDL` unset, `1` or `on` (the
+/// default), not `0` or `off`. Devices before sm_90 never use it.
+fn pdl_enabled() -> Result<bool> {
+    parse_pdl(std::env::var("ROCMFORGE_PDL").ok().as_deref())
+}
+
+fn parse_pdl(v: Option<&str>) -> Result<bool> {
+    match v {
+        None | Some("") | Some("1") | Some("on") => Ok(true),
+        Some("0") | Some("off") => Ok(false),
+        Some(other) => Err(Error::Gpu(format!(
+            "ROCMFORGE_PDL={other:?}: expected 0, off, 1 or on"
+        ))),
+    }
+}
+
 /// One CUDA device with an owned context and a non-blocking stream.
 pub struct CudaDriver {
     ctx: sys::CUcontext,
     stream: sys::CUstream,
     info: DeviceInfo,
+    /// Programmatic dependent launch: kernels launched with programmatic stream serialization
+    /// (sm_90+, unless `ROCMFORGE_PDL=0`).
+    pdl: bool,
     nvrtc: Nvrtc,
     /// The cuBLAS handle, created at the first GEMM (`None` inside: no libcublas, warned once).
     blas: std::sync::OnceLock<Option<std::sync::Mutex<BlasHandle>>>,
@@ -98,6 +117,7 @@ impl CudaDriver {
             let sms = attr(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
             let mem_clock_khz = attr(A::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?;
             let bus_bits = attr(A::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH)?;
+            let pdl = major >= 9 && pdl_enabled()?;
             if major < 7 {
                 return Err(Error::Gpu(format!(
                     "CUDA device {ordinal}: unsupported architecture sm_{major}{minor} (need sm_70 or newer)"
@@ -146,6 +166,7 @@ impl CudaDriver {
                 ctx,
                 stream,
                 info,
+                pdl,
                 nvrtc,
                 blas: std::sync::OnceLock::new(),
             })
@@ -155,6 +176,11 @@ impl CudaDriver {
     fn current(&self) -> Result<()> {
         // SAFETY: the context is alive for the lifetime of self.
         check(unsafe { sys::cuCtxSetCurrent(self.ctx) }, "cuCtxSetCurrent")
+    }
+
+    /// Whether kernels are launched with programmatic dependent launch.
+    pub fn pdl(&self) -> bool {
+        self.pdl
     }
 
     /// The raw stream, for libraries (cuBLAS) that queue work on it.
@@ -289,6 +315,36 @@ impl Driver for CudaDriver {
                 ),
                 "cuFuncSetAttribute(max dynamic shared memory)",
             )?;
+        }
+        if self.pdl {
+            // Programmatic stream serialization: the kernel may be scheduled before the previous
+            // one in the stream has finished; every kernel of ours begins with RF_PDL_WAIT().
+            // Stream capture turns the attribute into a programmatic edge of the graph.
+            let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+            attr.id =
+                sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attr.value.programmaticStreamSerializationAllowed = 1;
+            let config = sys::CUlaunchConfig {
+                gridDimX: cfg.grid.0,
+                gridDimY: cfg.grid.1,
+                gridDimZ: cfg.grid.2,
+                blockDimX: cfg.block.0,
+                blockDimY: cfg.block.1,
+                blockDimZ: cfg.block.2,
+                sharedMemBytes: cfg.shared_mem,
+                hStream: self.stream,
+                attrs: &mut attr,
+                numAttrs: 1,
+            };
+            return check(
+                sys::cuLaunchKernelEx(
+                    &config,
+                    func as sys::CUfunction,
+                    args.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                ),
+                "cuLaunchKernelEx",
+            );
         }
         check(
             sys::cuLaunchKernel(
@@ -744,5 +800,63 @@ impl CudaDriver {
                 workspace: ws,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::kernels::{ALL, COMPAT_H};
+
+    /// The first statement of the function body that opens at `open` (the index of its `{`).
+    fn first_statement(src: &str, open: usize) -> &str {
+        let body = &src[open + 1..];
+        body[..body.find(';').unwrap_or(body.len())].trim()
+    }
+
+    /// Whether the device function `name` (a template every kernel of a family calls) begins
+    /// with the wait.
+    fn device_fn_waits(src: &str, name: &str) -> bool {
+        src.match_indices(&format!("RF_DEVICE void {name}("))
+            .filter_map(|(i, _)| src[i..].find('{').map(|j| i + j))
+            .any(|open| first_statement(src, open) == "RF_PDL_WAIT()")
+    }
+
+    /// With PDL a kernel may start while its predecessor runs: every kernel must wait before it
+    /// touches global memory (or returns), directly or as the first statement of the template it
+    /// calls.
+    #[test]
+    fn every_kernel_begins_with_the_pdl_wait() {
+        assert!(COMPAT_H.contains("#define RF_PDL_WAIT()"));
+        let mut kernels = 0;
+        for f in ALL {
+            let src = f.source;
+            for (i, _) in src.match_indices("RF_KERNEL void ") {
+                let Some(open) = src[i..].find('{').map(|j| i + j) else {
+                    panic!("{}: kernel without a body at {i}", f.name)
+                };
+                let first = first_statement(src, open);
+                let callee = first.split('<').next().unwrap_or("").trim();
+                let ok = first == "RF_PDL_WAIT()"
+                    || (first.contains('<')
+                        && first.ends_with("(p)")
+                        && device_fn_waits(src, callee));
+                let head = &src[i..open];
+                assert!(ok, "{}: `{head}` starts with `{first}`", f.name);
+                kernels += 1;
+            }
+        }
+        assert!(kernels >= 25, "{kernels} kernel definitions found");
+    }
+
+    #[test]
+    fn pdl_setting_parses() {
+        assert!(parse_pdl(None).unwrap());
+        assert!(parse_pdl(Some("1")).unwrap());
+        assert!(parse_pdl(Some("on")).unwrap());
+        assert!(!parse_pdl(Some("0")).unwrap());
+        assert!(!parse_pdl(Some("off")).unwrap());
+        let e = parse_pdl(Some("yes")).unwrap_err().to_string();
+        assert!(e.contains("ROCMFORGE_PDL") && e.contains("yes"), "{e}");
     }
 }
