@@ -558,6 +558,9 @@ mod parallel {
         Ok(())
     }
 
+    /// A request of a round: its prompt and the text it generated.
+    type Finished = (Vec<u32>, String);
+
     /// Submits a greedy request (`ignore_eos`) and returns a receiver of its events.
     fn submit(
         h: &engine::EngineHandle,
@@ -612,7 +615,6 @@ mod parallel {
 
     /// Submits `p` requests at once and waits for them all; also returns each request's
     /// prompt and text.
-    #[allow(clippy::type_complexity)]
     fn round(
         h: &engine::EngineHandle,
         p: usize,
@@ -620,7 +622,7 @@ mod parallel {
         n_gen: usize,
         n_vocab: usize,
         salt: usize,
-    ) -> Result<(ParallelRow, Vec<(Vec<u32>, String)>)> {
+    ) -> Result<(ParallelRow, Vec<Finished>)> {
         // distinct random prompts (no prefix sharing), different per round
         let all = tokens((p * n_prompt + salt * 7919) * 2, n_vocab);
         let t0 = Instant::now();
