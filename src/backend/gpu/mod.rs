@@ -17,7 +17,7 @@ pub mod hip;
 pub mod kernels;
 pub mod ops;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -248,24 +248,30 @@ pub(crate) struct Inner {
 /// Freed device allocations by rounded byte size.
 #[derive(Default)]
 pub(crate) struct Pool {
-    free: Mutex<HashMap<usize, Vec<u64>>>,
+    /// Free buffers by their size in bytes.
+    free: Mutex<BTreeMap<usize, Vec<u64>>>,
 }
 
 impl Pool {
-    fn take(&self, bucket: usize) -> Result<Option<u64>> {
-        Ok(self
+    /// The smallest free buffer of at least `bucket` and at most twice `bucket` bytes, with its
+    /// size (best fit: a pass's activations of many sizes share buffers instead of each size
+    /// keeping its own).
+    fn take(&self, bucket: usize) -> Result<Option<(u64, usize)>> {
+        let mut free = self
             .free
             .lock()
-            .map_err(|_| Error::Gpu("allocation pool poisoned".into()))?
-            .get_mut(&bucket)
-            .and_then(|v| v.pop()))
+            .map_err(|_| Error::Gpu("allocation pool poisoned".into()))?;
+        let found = free
+            .range_mut(bucket..=bucket.saturating_mul(2))
+            .find_map(|(&size, v)| v.pop().map(|p| (p, size)));
+        Ok(found)
     }
 
     /// Frees every pointer held; returns the bytes freed.
     fn drain(&self, driver: &dyn Driver) -> usize {
         let mut bytes = 0;
         if let Ok(mut pool) = self.free.lock() {
-            for (b, ptrs) in pool.drain() {
+            for (b, ptrs) in std::mem::take(&mut *pool) {
                 for p in ptrs {
                     // SAFETY: pooled pointers came from alloc and are owned by the pool alone.
                     unsafe { driver.free(p) }
@@ -355,8 +361,8 @@ unsafe impl GpuElem for half::bf16 {}
 enum Home {
     /// Freed.
     Own,
-    /// Returned to a pool.
-    Pool(Arc<Pool>),
+    /// Returned to a pool (the buffer's allocated size in bytes: at least its length's).
+    Pool(Arc<Pool>, usize),
     /// Nothing: a view into memory someone else owns.
     View,
 }
@@ -439,10 +445,9 @@ impl<T: GpuElem> Drop for GpuBuffer<T> {
         }
         match &self.home {
             Home::View => return,
-            Home::Pool(pool) => {
+            Home::Pool(pool, size) => {
                 if let Ok(mut free) = pool.free.lock() {
-                    let b = pool_bucket(self.bytes());
-                    free.entry(b).or_default().push(self.ptr);
+                    free.entry(*size).or_default().push(self.ptr);
                     return;
                 }
             }
@@ -565,18 +570,18 @@ impl GpuDevice {
         } else {
             &self.inner.pool
         };
-        let ptr = match pool.take(b)? {
-            Some(p) => p,
+        let (ptr, size) = match pool.take(b)? {
+            Some(found) => found,
             None => {
                 let p = self.inner.driver.alloc(b)?;
                 self.inner.pool_bytes.fetch_add(b as u64, Ordering::Relaxed);
-                p
+                (p, b)
             }
         };
         Ok(GpuBuffer {
             ptr,
             len,
-            home: Home::Pool(pool.clone()),
+            home: Home::Pool(pool.clone(), size),
             dev: self.inner.clone(),
             _t: PhantomData,
         })
