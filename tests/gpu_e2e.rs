@@ -4,8 +4,6 @@
 
 mod gpu_util;
 
-use std::path::Path;
-
 use rocmforge::backend::cpu::CpuBackend;
 use rocmforge::backend::gpu::backend::GpuBackend;
 use rocmforge::backend::Backend;
@@ -37,7 +35,7 @@ fn greedy<B: Backend>(m: &Model<B>, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<
             logits_for: &last,
         };
         let logits = m.forward(&batch, &mut kv).unwrap();
-        let best = argmax(&logits);
+        let best = gpu_util::argmax(&logits);
         all_logits.push(logits);
         done = toks.len();
         toks.push(best);
@@ -47,11 +45,9 @@ fn greedy<B: Backend>(m: &Model<B>, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<
 
 #[test]
 fn stories260k_greedy_gpu_equals_cpu() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K.gguf");
-    if !path.exists() {
-        println!("skipped: {} not found", path.display());
+    let Some(path) = gpu_util::stories260k() else {
         return;
-    }
+    };
     let Some(dev) = gpu_util::device("stories260k_greedy_gpu_equals_cpu") else {
         return;
     };
@@ -104,7 +100,7 @@ fn batched_decode(m: &Model<GpuBackend>, steps: usize) -> Vec<Vec<f32>> {
             logits_for: &[p.len() as u32 - 1],
         };
         let l = m.forward(&batch, &mut kv).unwrap();
-        toks[s].push(argmax(&l));
+        toks[s].push(gpu_util::argmax(&l));
     }
     let mut all = Vec::new();
     for _ in 0..steps {
@@ -128,27 +124,18 @@ fn batched_decode(m: &Model<GpuBackend>, steps: usize) -> Vec<Vec<f32>> {
         let l = m.forward(&batch, &mut kv).unwrap();
         let n_vocab = l.len() / 3;
         for (s, t) in toks.iter_mut().enumerate() {
-            t.push(argmax(&l[s * n_vocab..(s + 1) * n_vocab]));
+            t.push(gpu_util::argmax(&l[s * n_vocab..(s + 1) * n_vocab]));
         }
         all.push(l);
     }
     all
 }
 
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0 as u32
-}
-
 #[test]
 fn decode_graph_replay_equals_eager() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K.gguf");
-    if !path.exists() {
-        println!("skipped: {} not found", path.display());
+    let Some(path) = gpu_util::stories260k() else {
         return;
-    }
+    };
     let Some(dev) = gpu_util::device("decode_graph_replay_equals_eager") else {
         return;
     };
@@ -185,27 +172,16 @@ fn decode_graph_replay_equals_eager() {
 /// dequantizes each matrix per product: both feed the same f16 values to the same GEMM.
 #[test]
 fn f16_batch_weights_equal_per_product_dequantization() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K.gguf");
-    if !path.exists() {
-        println!("skipped: {} not found", path.display());
+    let Some(path) = gpu_util::stories260k() else {
         return;
-    }
+    };
     let Some(dev) = gpu_util::device("f16_batch_weights") else {
         return;
     };
     let Some(dev2) = gpu_util::device("f16_batch_weights") else {
         return;
     };
-    let q8 = std::env::temp_dir().join(format!("rf-f16batch-{}.gguf", std::process::id()));
-    let src = rocmforge::gguf::GgufFile::open(&path).unwrap();
-    rocmforge::gguf::quantize::quantize_file(
-        &src,
-        rocmforge::gguf::quantize::QuantMix::parse("Q8_0").unwrap(),
-        &q8,
-        rocmforge::cli::quantize::codec(),
-        false,
-    )
-    .unwrap();
+    let q8 = gpu_util::quantized_copy(&path, "Q8_0", "f16batch");
     let plain = Model::open(&q8, GpuBackend::new(dev)).unwrap();
     let copies = Model::open(&q8, GpuBackend::new(dev2).with_f16_batch_weights(true)).unwrap();
     let _ = std::fs::remove_file(&q8);

@@ -9,17 +9,15 @@
 
 mod gpu_util;
 
-use std::path::Path;
-
 use gpu_util::{randn, random_matrix};
 use rand::Rng;
 use rocmforge::backend::gpu::backend::GpuBackend;
+use rocmforge::backend::gpu::kernels::GPU_TYPES;
 use rocmforge::backend::gpu::ops::matvec::{self as mv, matvec};
 use rocmforge::backend::gpu::ops::QMatrix;
 use rocmforge::backend::gpu::GpuDevice;
 use rocmforge::backend::Backend;
 use rocmforge::model::{Batch, Model, SeqSlot};
-use rocmforge::quant::GgmlType;
 
 fn run(dev: &GpuDevice, w: &QMatrix, x: &[f32], batch: usize) -> Vec<f32> {
     let xb = dev.upload(x).unwrap();
@@ -40,22 +38,7 @@ fn matvec_rows_do_not_depend_on_the_batch() {
     };
     let mut rng = gpu_util::rng("matvec_rows_do_not_depend_on_the_batch");
     let default = mv::tuning();
-    let types = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-    ];
-    for ty in types {
+    for ty in GPU_TYPES {
         let be = ty.block_elems().max(32);
         // short rows (one warp per row), long rows (several warps per row), a ragged row block
         for (rows, cols) in [(67, 2 * be), (9, 11008 / be * be), (301, 1024.max(be))] {
@@ -155,18 +138,11 @@ fn pass<B: Backend>(
         seqs[s].done += n;
         if wants {
             let l = logits[slot * n_vocab..(slot + 1) * n_vocab].to_vec();
-            seqs[s].tokens.push(argmax(&l));
+            seqs[s].tokens.push(gpu_util::argmax(&l));
             out.push((s, l));
         }
     }
     out
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0 as u32
 }
 
 const STEPS: usize = 14;
@@ -230,28 +206,15 @@ fn sequence_zero_logits<B: Backend>(m: &Model<B>, mixed: bool) -> Vec<Vec<f32>> 
 /// asserted: it is what the mode exists to remove.
 #[test]
 fn model_logits_alone_equal_logits_among_other_sequences() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K.gguf");
-    if !path.exists() {
-        println!("skipped: {} not found", path.display());
+    let Some(path) = gpu_util::stories260k() else {
         return;
-    }
+    };
     let Some(dev) = gpu_util::device("model_logits_alone_equal") else {
         return;
     };
-    let src = rocmforge::gguf::GgufFile::open(&path).unwrap();
     let mut files = vec![(path.clone(), false)];
     for mix in ["Q8_0", "Q4_0"] {
-        let out =
-            std::env::temp_dir().join(format!("rf-invariance-{mix}-{}.gguf", std::process::id()));
-        rocmforge::gguf::quantize::quantize_file(
-            &src,
-            rocmforge::gguf::quantize::QuantMix::parse(mix).unwrap(),
-            &out,
-            rocmforge::cli::quantize::codec(),
-            false,
-        )
-        .unwrap();
-        files.push((out, true));
+        files.push((gpu_util::quantized_copy(&path, mix, "invariance"), true));
     }
     for (file, temp) in &files {
         for invariant in [true, false] {

@@ -17,6 +17,42 @@ pub fn device(test: &str) -> Option<GpuDevice> {
     }
 }
 
+/// `../shared/models/stories260K.gguf`, or `None` after printing `skipped: ... not found`.
+pub fn stories260k() -> Option<std::path::PathBuf> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K.gguf");
+    if path.exists() {
+        Some(path)
+    } else {
+        println!("skipped: {} not found", path.display());
+        None
+    }
+}
+
+/// `src` quantized by our quantizer with type mix `mix` (`"Q8_0"`) into a temporary file named
+/// after `tag` and the process; the caller removes it.
+pub fn quantized_copy(src: &std::path::Path, mix: &str, tag: &str) -> std::path::PathBuf {
+    let out = std::env::temp_dir().join(format!("rf-{tag}-{mix}-{}.gguf", std::process::id()));
+    let file = rocmforge::gguf::GgufFile::open(src).unwrap();
+    rocmforge::gguf::quantize::quantize_file(
+        &file,
+        rocmforge::gguf::quantize::QuantMix::parse(mix).unwrap(),
+        &out,
+        rocmforge::cli::quantize::codec(),
+        false,
+    )
+    .unwrap();
+    out
+}
+
+/// Index of the largest value (the first of equal ones).
+pub fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0 as u32
+}
+
 /// A generator seeded from the clock: fresh inputs every run (the seed is printed).
 pub fn rng(test: &str) -> rand::rngs::StdRng {
     let seed = std::time::SystemTime::now()

@@ -253,7 +253,7 @@ pub fn attention(
         return Err(Error::Gpu(format!("attention: {} heads", cfg.n_heads)));
     }
     let kern = dev.kernel(&ATTENTION, ATTENTION_F16KV)?;
-    let p = AttentionParams {
+    let mut p = AttentionParams {
         q: q.ptr(),
         k_cache: kv.k.ptr(),
         v_cache: kv.v.ptr(),
@@ -300,7 +300,6 @@ pub fn attention(
     // follows the token's own visible length, then the chunks merged.
     let slots = idx.tokens * cfg.n_heads * MAX_CHUNKS;
     let scratch = dev.alloc_pooled::<f32>(slots * (kv.head_dim + 2))?;
-    let mut p = p;
     p.split_ml = scratch.ptr();
     p.split_o = scratch.ptr() + (slots * 2 * 4) as u64;
     let lc = LaunchConfig {
