@@ -133,6 +133,12 @@ pub const MMVQ8_PREFIX: &str = "mmvq8";
 /// See [`MMVQ8_PREFIX`]; a quad of lanes per row and 4 vectors per block, for many vectors
 /// (`mmvqt4_q8_0`).
 pub const MMVQT4_PREFIX: &str = "mmvqt4";
+/// Tensor-core kernel for many vectors, 32 per block (`mmvqm4_q8_0`; Q8_0 only).
+pub const MMVQM4_PREFIX: &str = "mmvqm4";
+/// See [`MMVQM4_PREFIX`]; 16 vectors per block.
+pub const MMVQM2_PREFIX: &str = "mmvqm2";
+/// See [`MMVQM4_PREFIX`]; the same with dp4a instead of MMA (a check).
+pub const MMVQMD4_PREFIX: &str = "mmvqd4";
 /// See [`MATVEC_PREFIX`].
 pub const MATMUL_PREFIX: &str = "matmul";
 /// See [`MATVEC_PREFIX`].
