@@ -836,7 +836,19 @@ template <> struct Mmvqm<RF_Q8_0> {
     }
 };
 
-template <int T, int NT, bool MMA> RF_DEVICE void mmvqm(const MmvqParams& p) {
+// SUBW (1 or 4): sub-warps computed side by side by that many groups of 4 warps (a block of
+// 4 SUBW warps), their sums added in sub-warp order (for long rows with 4 warps per row, which
+// would otherwise run 4 sub-warps one after the other). PF: the block first asks L2 for its
+// whole 16-row weight tile (one DRAM latency instead of one per chain step).
+// One slice's MMA operands and scales (the lookahead variant holds the next slice's).
+template <int NT> struct MmvqmFrag {
+    int qa[2], qb[2];  // weights of rows g, g + 8, k in [8t, 8t + 8)
+    float da, db;      // their scales
+    int2 xv[NT];       // x of vectors 8 j + g, same k
+    float xs[NT][2];   // Q8_1 scales of vectors 8 j + 2 t + e
+};
+
+template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mmvqm(const MmvqParams& p) {
     RF_PDL_WAIT();
 #if WARP_SIZE == 32
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
@@ -844,33 +856,68 @@ template <int T, int NT, bool MMA> RF_DEVICE void mmvqm(const MmvqParams& p) {
 #else
     constexpr bool use_mma = false;
 #endif
-    __shared__ float part[MMVQM_WARPS][NT * 4][WARP_SIZE];
-    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    __shared__ float part[SUBW][MMVQM_WARPS][NT * 4][WARP_SIZE];
+    __shared__ float rsum[SUBW > 1 ? SUBW : 1][NT * 4][WARP_SIZE];
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int warp = (threadIdx.x / WARP_SIZE) % MMVQM_WARPS, sg = threadIdx.x / (WARP_SIZE * MMVQM_WARPS);
     const int g = lane >> 2, t = lane & 3;
     const u32 groups = p.groups ? p.groups : 1;
     const u32 rblk = blockIdx.x / groups, grp = blockIdx.x % groups;
     const u32 row0 = rblk * 16;
+    if (PF) {
+        const u8* base = p.w + (u64)row0 * p.row_bytes;
+        const u32 bytes = (min(row0 + 16, p.rows) - row0) * (u32)p.row_bytes;
+        for (u32 o = threadIdx.x * 128; o < bytes; o += blockDim.x * 128) rf_prefetch_l2(base + o);
+    }
     const u8* wa = p.w + (u64)min(row0 + g, p.rows - 1) * p.row_bytes;
     const u8* wb = p.w + (u64)min(row0 + g + 8, p.rows - 1) * p.row_bytes;
     const u32 v0 = grp * (8 * NT);
     const u32 nsl = p.cols / 32;
-    const u32 stride = WARP_SIZE * p.warps_per_row;
+    const u32 wpr = p.warps_per_row;
+    const u32 stride = WARP_SIZE * wpr;
     // x of this thread's B-fragment vectors (v0 + 8 j + g) and its outputs' vectors
     // (v0 + 8 j + 2 t + e), clamped to the last vector (their results are not stored).
-    const i8* xb[NT];
-    const float2* xd[NT][2];
+    // (32-bit element offsets from p.xq / p.xds: fewer registers than pointers)
+    u32 xb[NT], xd[NT][2];
 #pragma unroll
     for (int j = 0; j < NT; j++) {
-        xb[j] = p.xq + (u64)min(v0 + 8 * j + g, p.n - 1) * p.cols + 8 * t;
+        xb[j] = min(v0 + 8 * j + g, p.n - 1) * p.cols + 8 * t;
 #pragma unroll
-        for (int e = 0; e < 2; e++) xd[j][e] = p.xds + (u64)min(v0 + 8 * j + 2 * t + e, p.n - 1) * nsl;
+        for (int e = 0; e < 2; e++) xd[j][e] = min(v0 + 8 * j + 2 * t + e, p.n - 1) * nsl;
+    }
+    auto load = [&](u32 s, MmvqmFrag<NT>& f) {
+        const u64 off = (u64)s * QInfo<T>::BYTES;
+        f.da = Mmvqm<T>::load(wa + off, t, f.qa);
+        f.db = Mmvqm<T>::load(wb + off, t, f.qb);
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            f.xv[j] = *(const int2*)(p.xq + xb[j] + 32 * s);
+            f.xs[j][0] = p.xds[xd[j][0] + s].x;
+            f.xs[j][1] = p.xds[xd[j][1] + s].x;
+        }
+    };
+    // LA: `nx` holds slice `ns`, the next one this warp takes (loaded a slice ahead).
+    MmvqmFrag<NT> nx;
+    u32 ns = ~0u;
+    if (LA && use_mma && sg < wpr && sg * WARP_SIZE + warp < nsl) {
+        ns = sg * WARP_SIZE + warp;
+        load(ns, nx);
     }
     float total[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) total[i] = 0.0f;
-    for (u32 sub = 0; sub < p.warps_per_row; sub++) {
+    for (u32 sub0 = 0; sub0 < wpr; sub0 += SUBW) {
+        const u32 sub = sub0 + sg;  // >= wpr: this group idles (uniform per warp)
         float stk[MMVQM_LOG][NT][4];
         float cur[NT][4];
+        u32 ne = 0;  // LA: bit k set where chain k of this warp is not empty
+#pragma unroll
+        for (int k = 0; k < (1 << MMVQM_LOG); k++) {
+            int m = 0;
+#pragma unroll
+            for (int b = 0; b < MMVQM_LOG; b++) m |= ((k >> b) & 1) << (MMVQM_LOG - 1 - b);
+            ne |= (sub < wpr && sub * WARP_SIZE + MMVQM_WARPS * m + warp < nsl) ? 1u << k : 0u;
+        }
 #pragma unroll
         for (int k = 0; k < (1 << MMVQM_LOG); k++) {
             int m = 0;  // k bit-reversed
@@ -881,23 +928,46 @@ template <int T, int NT, bool MMA> RF_DEVICE void mmvqm(const MmvqParams& p) {
             for (int j = 0; j < NT; j++)
 #pragma unroll
                 for (int i = 0; i < 4; i++) cur[j][i] = 0.0f;
-            for (u32 s = c; s < nsl; s += stride) {
+            for (u32 s = c; sub < wpr && s < nsl; s += stride) {
                 const u64 off = (u64)s * QInfo<T>::BYTES;
+                (void)off;
                 int acc[NT][4];
                 float da, db;
+                float xs[NT][2];
                 if (use_mma) {
-                    int qa[2], qb[2];
-                    da = Mmvqm<T>::load(wa + off, t, qa);
-                    db = Mmvqm<T>::load(wb + off, t, qb);
+                    MmvqmFrag<NT> f;
+                    if (LA) {
+                        if (s != ns) load(s, nx);  // (only where the lookahead did not)
+                        f = nx;
+                        // the next slice: this chain's next, else the next non-empty chain's
+                        // first, else the first of the next sub-warp this group takes
+                        u32 n2 = ~0u;
+                        const u32 rest = ne & ~((2u << k) - 1u);
+                        if (s + stride < nsl) {
+                            n2 = s + stride;
+                        } else if (rest) {
+                            const u32 kk = (u32)__ffs((int)rest) - 1u;
+                            n2 = sub * WARP_SIZE + MMVQM_WARPS * (__brev(kk) >> (32 - MMVQM_LOG)) + warp;
+                        } else if (sub + SUBW < wpr && (sub + SUBW) * WARP_SIZE + warp < nsl) {
+                            n2 = (sub + SUBW) * WARP_SIZE + warp;
+                        }
+                        if (n2 != ~0u) load(n2, nx);
+                        ns = n2;
+                    } else {
+                        load(s, f);
+                    }
+                    da = f.da;
+                    db = f.db;
 #pragma unroll
                     for (int j = 0; j < NT; j++) {
-                        const int2 xv = *(const int2*)(xb[j] + 32 * s);
+                        xs[j][0] = f.xs[j][0];
+                        xs[j][1] = f.xs[j][1];
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
                         asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
                             "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
                             : "=r"(acc[j][0]), "=r"(acc[j][1]), "=r"(acc[j][2]), "=r"(acc[j][3])
-                            : "r"(qa[0]), "r"(qb[0]), "r"(qa[1]), "r"(qb[1]), "r"(xv.x), "r"(xv.y),
-                              "r"(MMVQM_BIAS));
+                            : "r"(f.qa[0]), "r"(f.qb[0]), "r"(f.qa[1]), "r"(f.qb[1]), "r"(f.xv[j].x),
+                              "r"(f.xv[j].y), "r"(MMVQM_BIAS));
 #endif
                     }
                 } else {
@@ -921,12 +991,13 @@ template <int T, int NT, bool MMA> RF_DEVICE void mmvqm(const MmvqParams& p) {
                             }
                             acc[j][e] = sa + MMVQM_BIAS;
                             acc[j][2 + e] = sb + MMVQM_BIAS;
+                            xs[j][e] = p.xds[xd[j][e] + s].x;
                         }
                     }
                 }
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
-                    const float2 x0 = xd[j][0][s], x1 = xd[j][1][s];
+                    const float2 x0 = make_float2(xs[j][0], 0.0f), x1 = make_float2(xs[j][1], 0.0f);
                     cur[j][0] += Mmvqm<T>::term(da, x0, __int_as_float(acc[j][0]) - MMVQM_BIASF);
                     cur[j][1] += Mmvqm<T>::term(da, x1, __int_as_float(acc[j][1]) - MMVQM_BIASF);
                     cur[j][2] += Mmvqm<T>::term(db, x0, __int_as_float(acc[j][2]) - MMVQM_BIASF);
@@ -953,22 +1024,36 @@ template <int T, int NT, bool MMA> RF_DEVICE void mmvqm(const MmvqParams& p) {
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) part[warp][4 * j + i][lane] = cur[j][i];
+            for (int i = 0; i < 4; i++) part[sg][warp][4 * j + i][lane] = cur[j][i];
         __syncthreads();
-        // Thread (warp, lane) finishes outputs 4 warp .. 4 warp + 3 of `lane` (NT == 4) or, with
-        // NT == 2, warps 0, 1 take tile `warp` and warps 2, 3 idle.
+        // Warp `warp` < NT of each group finishes tile `warp` (outputs 4 warp .. 4 warp + 3 of
+        // `lane`); with NT == 2, warps 2 and 3 idle here.
         if (warp < NT) {
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 const int o = 4 * warp + i;
-                const float r = (part[0][o][lane] + part[2][o][lane]) +
-                                (part[1][o][lane] + part[3][o][lane]);
-                total[i] = p.warps_per_row > 1 ? total[i] + r : r;
+                const float r = (part[sg][0][o][lane] + part[sg][2][o][lane]) +
+                                (part[sg][1][o][lane] + part[sg][3][o][lane]);
+                if (SUBW == 1)
+                    total[i] = wpr > 1 ? total[i] + r : r;
+                else
+                    rsum[sg][o][lane] = r;
             }
         }
         __syncthreads();
+        if (SUBW > 1 && sg == 0 && warp < NT) {
+            // the sub-warps' sums in order (the next write of rsum is behind the next barrier)
+#pragma unroll
+            for (int q = 0; q < SUBW; q++)
+                if (sub0 + q < wpr)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const float r = rsum[q][4 * warp + i][lane];
+                        total[i] = wpr > 1 ? total[i] + r : r;
+                    }
+        }
     }
-    if (warp < NT) {
+    if (sg == 0 && warp < NT) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const u32 row = row0 + g + 8 * (i >> 1);
@@ -980,9 +1065,17 @@ template <int T, int NT, bool MMA> RF_DEVICE void mmvqm(const MmvqParams& p) {
 #endif
 }
 
-// mmvqm4: 32 vectors per block, mmvqm2: 16; mmvqd4: mmvqm4 with dp4a instead of MMA (checks).
-#define RF_MMVQM(T, s)                                                              \
-    RF_KERNEL void mmvqm4_##s(const MmvqParams p) { mmvqm<T, 4, true>(p); }  \
-    RF_KERNEL void mmvqm2_##s(const MmvqParams p) { mmvqm<T, 2, true>(p); }  \
-    RF_KERNEL void mmvqd4_##s(const MmvqParams p) { mmvqm<T, 4, false>(p); }
+// mmvqm4: 32 vectors per block, mmvqm2: 16; mmvqs4 / mmvqs2: the same with the 4 sub-warps of
+// long rows side by side (16 warps per block); mmvql4 / mmvql2 / mmvqk2: mmvqm4 / mmvqm2 /
+// mmvqs2 loading each slice's operands one slice ahead; mmvqd4: mmvqm4 with dp4a instead of
+// MMA (checks).
+#define RF_MMVQM(T, s)                                                                          \
+    RF_KERNEL void __launch_bounds__(128, 4) mmvqm4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true, true, false>(p); } \
+    RF_KERNEL void mmvqm2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true, true, false>(p); }     \
+    RF_KERNEL void __launch_bounds__(512) mmvqs4_##s(const MmvqParams p) { mmvqm<T, 4, 4, true, true, false>(p); } \
+    RF_KERNEL void __launch_bounds__(512) mmvqs2_##s(const MmvqParams p) { mmvqm<T, 2, 4, true, true, false>(p); } \
+    RF_KERNEL void mmvql4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true, true, true>(p); }      \
+    RF_KERNEL void mmvql2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true, true, true>(p); }      \
+    RF_KERNEL void __launch_bounds__(512) mmvqk2_##s(const MmvqParams p) { mmvqm<T, 2, 4, true, true, true>(p); } \
+    RF_KERNEL void mmvqd4_##s(const MmvqParams p) { mmvqm<T, 4, 1, false, true, false>(p); }
 RF_MMVQM(RF_Q8_0, q8_0)

@@ -71,7 +71,9 @@ fn matvec_rows_do_not_depend_on_the_batch() {
             // (batch, quad kernel allowed, tensor-core kernel mode, its smallest batch): 5 and 8
             // take the 8-vector kernel, 13 and 70 the quad kernel or, with it off, several groups
             // of the 8-vector kernel; the tensor-core kernel (Q8_0) from 2 vectors, one partial
-            // group or several, 16 (mode 3) or 32 (2) per block, by shape (1) or dp4a (4)
+            // group or several, 16 (mode 3) or 32 (2) per block, by shape (1), dp4a (4), the
+            // sub-warps side by side with 32 (5) or 16 (6) per block, lookahead 32 (7), 16 (8),
+            // by shape (9), sub-warps side by side (10)
             let mut cases = vec![
                 (2, true, 0, 9),
                 (3, true, 0, 9),
@@ -92,6 +94,17 @@ fn matvec_rows_do_not_depend_on_the_batch() {
                     (70, true, 2, 9),
                     (70, true, 3, 9),
                     (70, true, 4, 9),
+                    (33, true, 5, 9),
+                    (70, true, 5, 9),
+                    (13, true, 6, 9),
+                    (70, true, 6, 9),
+                    (70, true, 7, 9),
+                    (13, true, 8, 9),
+                    (70, true, 8, 9),
+                    (13, true, 9, 9),
+                    (70, true, 9, 9),
+                    (33, true, 10, 9),
+                    (70, true, 10, 9),
                 ]);
             }
             for (batch, quad, mma, mma_min_batch) in cases {

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::{check_len, dim, QMatrix};
 use crate::backend::gpu::kernels::{
     self, MATVEC, MATVEC_PREFIX, MMVQ1_PREFIX, MMVQ4_PREFIX, MMVQ8_PREFIX, MMVQF1_PREFIX,
-    MMVQF4_PREFIX, MMVQM2_PREFIX, MMVQM4_PREFIX, MMVQMD4_PREFIX, MMVQT4_PREFIX, QUANTIZE_Q8_1,
+    MMVQF4_PREFIX, MMVQK2_PREFIX, MMVQL2_PREFIX, MMVQL4_PREFIX, MMVQM2_PREFIX, MMVQM4_PREFIX,
+    MMVQMD4_PREFIX, MMVQS2_PREFIX, MMVQS4_PREFIX, MMVQT4_PREFIX, QUANTIZE_Q8_1,
 };
 use crate::backend::gpu::{GpuBuffer, GpuDevice, GpuKind, LaunchConfig};
 use crate::quant::GgmlType;
@@ -76,7 +77,9 @@ pub struct Tuning {
     pub quad: bool,
     /// From `mma_min_batch` vectors, Q8_0 weights on CUDA sm_80+ take the tensor-core kernel
     /// (`mmvqm`, same float operations as the others): 0 never, 1 by shape, 2 always 32
-    /// vectors per block (`mmvqm4`), 3 always 16 (`mmvqm2`), 4 its dp4a twin (`mmvqd4`, a check).
+    /// vectors per block (`mmvqm4`), 3 always 16 (`mmvqm2`), 4 its dp4a twin (`mmvqd4`, a check),
+    /// 5 / 6 always the 16-warp blocks of 32 / 16 vectors (`mmvqs4` / `mmvqs2`), 7 / 8 / 10
+    /// always the lookahead kernels `mmvql4` / `mmvql2` / `mmvqk2`, 9 by shape with lookahead.
     pub mma: u32,
     /// See [`Tuning::mma`].
     pub mma_min_batch: u32,
@@ -173,14 +176,16 @@ fn warps_per_row(t: Tuning, rows: usize, slices: usize) -> u32 {
 /// Rows per block of the tensor-core kernel (`mmvqm`; its blocks are 4 warps).
 const MMVQM_ROWS: usize = 16;
 
-/// The tensor-core kernel for this product, if it takes it: (kernel prefix, vectors per block).
+/// The tensor-core kernel for this product, if it takes it: (kernel prefix, vectors per block,
+/// warps per block).
 fn mma_variant(
     dev: &GpuDevice,
     t: Tuning,
     ty: GgmlType,
     rows: usize,
+    wpr: u32,
     batch: usize,
-) -> Option<(&'static str, usize)> {
+) -> Option<(&'static str, usize, usize)> {
     let info = dev.info();
     let sm = info
         .arch
@@ -210,18 +215,28 @@ fn mma_variant(
         return None;
     }
     Some(match mode {
-        2 => (MMVQM4_PREFIX, 32),
-        3 => (MMVQM2_PREFIX, 16),
-        4 => (MMVQMD4_PREFIX, 32),
-        // by shape: 32 vectors per block where that still gives the chip enough blocks
+        2 => (MMVQM4_PREFIX, 32, 4),
+        3 => (MMVQM2_PREFIX, 16, 4),
+        4 => (MMVQMD4_PREFIX, 32, 4),
+        5 => (MMVQS4_PREFIX, 32, 16),
+        6 => (MMVQS2_PREFIX, 16, 16),
+        7 => (MMVQL4_PREFIX, 32, 4),
+        8 => (MMVQL2_PREFIX, 16, 4),
+        10 => (MMVQK2_PREFIX, 16, 16),
+        // by shape: 32 vectors per block where that still gives the chip enough blocks; rows
+        // with 4 sub-warps take them side by side
         _ => {
-            if batch <= 16
-                || rows.div_ceil(MMVQM_ROWS) * batch.div_ceil(32)
-                    < 4 * info.multiprocessors as usize
-            {
-                (MMVQM2_PREFIX, 16)
-            } else {
-                (MMVQM4_PREFIX, 32)
+            let wide = batch > 16
+                && rows.div_ceil(MMVQM_ROWS) * batch.div_ceil(32)
+                    >= 4 * info.multiprocessors as usize;
+            match (wide, wpr == 4, mode == 9) {
+                (true, false, false) => (MMVQM4_PREFIX, 32, 4),
+                (false, false, false) => (MMVQM2_PREFIX, 16, 4),
+                (true, true, _) => (MMVQS4_PREFIX, 32, 16),
+                (false, true, false) => (MMVQS2_PREFIX, 16, 16),
+                (true, false, true) => (MMVQL4_PREFIX, 32, 4),
+                (false, false, true) => (MMVQL2_PREFIX, 16, 4),
+                (false, true, true) => (MMVQK2_PREFIX, 16, 16),
             }
         }
     })
@@ -244,7 +259,14 @@ fn mmvq(
     // Vectors per block: more share each weight load, but registers bound it; a vector's result
     // is the same whichever (see the kernel), so this is free to follow the batch.
     // (16 measured slower than 8 on the H100: qwen2-0.5b Q8_0 pp512 10.3k vs 12.2k t/s)
-    let mma = mma_variant(dev, t, w.ty, w.rows, batch);
+    let mma = mma_variant(
+        dev,
+        t,
+        w.ty,
+        w.rows,
+        warps_per_row(t, w.rows, w.cols / se),
+        batch,
+    );
     let nb = match batch {
         _ if mma.is_some() => 8,
         1 => 1,
@@ -295,7 +317,7 @@ fn mmvq(
     // Measured on the H100 (qwen2-0.5b Q8_0, batch-invariant pp512 / 64 sequences decoding):
     // 4 vectors and 2 warps per block 19.3k / 10.2k t/s; 8 and 4 warps 17.5k / 8.3k.
     let nb = match mma {
-        Some((_, v)) => v,
+        Some((_, v, _)) => v,
         None if quads => QUAD_VECTORS,
         None => nb,
     };
@@ -347,10 +369,10 @@ fn mmvq(
         block: (
             dim(
                 "threads",
-                if quads && mma.is_none() {
-                    QUAD_WARPS
-                } else {
-                    4
+                match mma {
+                    Some((_, _, warps)) => warps,
+                    None if quads => QUAD_WARPS,
+                    None => 4,
                 } * warp,
             )?,
             1,
