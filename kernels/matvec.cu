@@ -848,7 +848,14 @@ template <int NT> struct MmvqmFrag {
     float xs[NT][2];   // Q8_1 scales of vectors 8 j + 2 t + e
 };
 
-template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mmvqm(const MmvqParams& p) {
+// ST (staged; only with warps_per_row 1): the block first copies its 16 weight rows, its vectors'
+// Q8_1 values (rows padded by 32 bytes: conflict-free 8-byte reads) and their scales (transposed,
+// [slice][vector]) into dynamic shared memory with wide loads, then reads the MMA operands from
+// there: a warp's per-slice global loads touch 8 rows / 8 vectors each, which made the kernel
+// bound by L1 wavefronts. Dynamic shared memory: mmvqm_stage_bytes below (the Rust side sizes it
+// the same way); the cross-warp sums reuse it at the end.
+template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA, bool ST = false>
+RF_DEVICE void mmvqm(const MmvqParams& p) {
     RF_PDL_WAIT();
 #if WARP_SIZE == 32
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
@@ -856,8 +863,12 @@ template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mm
 #else
     constexpr bool use_mma = false;
 #endif
-    __shared__ float part[SUBW][MMVQM_WARPS][NT * 4][WARP_SIZE];
+    constexpr int VB = 8 * NT;  // vectors per block
+    __shared__ float part_s[ST ? 1 : SUBW * MMVQM_WARPS * NT * 4 * WARP_SIZE];
     __shared__ float rsum[SUBW > 1 ? SUBW : 1][NT * 4][WARP_SIZE];
+    extern __shared__ int4 mmvqm_dyn[];
+    float* part = ST ? (float*)mmvqm_dyn : part_s;
+#define MMVQM_PART(q, w, o, l) part[(((q) * MMVQM_WARPS + (w)) * (NT * 4) + (o)) * WARP_SIZE + (l)]
     const int lane = threadIdx.x % WARP_SIZE;
     const int warp = (threadIdx.x / WARP_SIZE) % MMVQM_WARPS, sg = threadIdx.x / (WARP_SIZE * MMVQM_WARPS);
     const int g = lane >> 2, t = lane & 3;
@@ -873,6 +884,39 @@ template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mm
     const u8* wb = p.w + (u64)min(row0 + g + 8, p.rows - 1) * p.row_bytes;
     const u32 v0 = grp * (8 * NT);
     const u32 nsl = p.cols / 32;
+    const u32 nv = min((u32)VB, p.n - v0);      // vectors of this group
+    const u32 xstride = ST ? p.cols + 32 : p.cols;  // x row stride (staged: padded)
+    const i8* xbase = p.xq + (u64)v0 * p.cols;
+    const float* sd = nullptr;
+    if (ST) {
+        u8* sw = (u8*)mmvqm_dyn;
+        const u32 nr = min(row0 + 16, p.rows) - row0;
+        const u32 wbytes = nr * (u32)p.row_bytes;
+        i8* sx = (i8*)(sw + ((16 * (u32)p.row_bytes + 15) & ~15u));
+        float* sdw = (float*)(sx + VB * xstride);
+        const u8* src = p.w + (u64)row0 * p.row_bytes;
+        if ((((u64)src | wbytes) & 7) == 0) {
+            for (u32 o = threadIdx.x * 8; o < wbytes; o += blockDim.x * 8)
+                *(int2*)(sw + o) = *(const int2*)(src + o);
+        } else {
+            for (u32 o = threadIdx.x * 2; o < wbytes; o += blockDim.x * 2)
+                *(u16*)(sw + o) = *(const u16*)(src + o);
+        }
+        const u32 x16 = p.cols / 16;
+        for (u32 i = threadIdx.x; i < nv * x16; i += blockDim.x) {
+            const u32 v = i / x16, c = i % x16;
+            *(int4*)(sx + v * xstride + 16 * c) = *(const int4*)(xbase + (u64)v * p.cols + 16 * c);
+        }
+        for (u32 i = threadIdx.x; i < nv * nsl; i += blockDim.x) {
+            const u32 v = i / nsl, sl = i % nsl;
+            sdw[sl * VB + v] = p.xds[(u64)(v0 + v) * nsl + sl].x;
+        }
+        __syncthreads();
+        wa = sw + min((u32)g, nr - 1) * (u32)p.row_bytes;
+        wb = sw + min((u32)g + 8, nr - 1) * (u32)p.row_bytes;
+        xbase = sx;
+        sd = sdw;
+    }
     const u32 wpr = p.warps_per_row;
     const u32 stride = WARP_SIZE * wpr;
     // x of this thread's B-fragment vectors (v0 + 8 j + g) and its outputs' vectors
@@ -881,9 +925,10 @@ template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mm
     u32 xb[NT], xd[NT][2];
 #pragma unroll
     for (int j = 0; j < NT; j++) {
-        xb[j] = min(v0 + 8 * j + g, p.n - 1) * p.cols + 8 * t;
+        xb[j] = min(8 * j + g, nv - 1) * xstride + 8 * t;
 #pragma unroll
-        for (int e = 0; e < 2; e++) xd[j][e] = min(v0 + 8 * j + 2 * t + e, p.n - 1) * nsl;
+        for (int e = 0; e < 2; e++)
+            xd[j][e] = ST ? min(8 * j + 2 * t + e, nv - 1) : min(v0 + 8 * j + 2 * t + e, p.n - 1) * nsl;
     }
     auto load = [&](u32 s, MmvqmFrag<NT>& f) {
         const u64 off = (u64)s * QInfo<T>::BYTES;
@@ -891,9 +936,9 @@ template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mm
         f.db = Mmvqm<T>::load(wb + off, t, f.qb);
 #pragma unroll
         for (int j = 0; j < NT; j++) {
-            f.xv[j] = *(const int2*)(p.xq + xb[j] + 32 * s);
-            f.xs[j][0] = p.xds[xd[j][0] + s].x;
-            f.xs[j][1] = p.xds[xd[j][1] + s].x;
+            f.xv[j] = *(const int2*)(xbase + xb[j] + 32 * s);
+#pragma unroll
+            for (int e = 0; e < 2; e++) f.xs[j][e] = ST ? sd[s * VB + xd[j][e]] : p.xds[xd[j][e] + s].x;
         }
     };
     // LA: `nx` holds slice `ns`, the next one this warp takes (loaded a slice ahead).
@@ -991,7 +1036,7 @@ template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mm
                             }
                             acc[j][e] = sa + MMVQM_BIAS;
                             acc[j][2 + e] = sb + MMVQM_BIAS;
-                            xs[j][e] = p.xds[xd[j][e] + s].x;
+                            xs[j][e] = p.xds[(u64)v * nsl + s].x;
                         }
                     }
                 }
@@ -1021,10 +1066,11 @@ template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mm
             }
         }
         // cur: this warp's chains' sum (levels 16, 8, 4); levels 2 and 1 across the warps.
+        if (ST) __syncthreads();  // (part reuses the staged operands)
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) part[sg][warp][4 * j + i][lane] = cur[j][i];
+            for (int i = 0; i < 4; i++) MMVQM_PART(sg, warp, 4 * j + i, lane) = cur[j][i];
         __syncthreads();
         // Warp `warp` < NT of each group finishes tile `warp` (outputs 4 warp .. 4 warp + 3 of
         // `lane`); with NT == 2, warps 2 and 3 idle here.
@@ -1032,8 +1078,8 @@ template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mm
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 const int o = 4 * warp + i;
-                const float r = (part[sg][0][o][lane] + part[sg][2][o][lane]) +
-                                (part[sg][1][o][lane] + part[sg][3][o][lane]);
+                const float r = (MMVQM_PART(sg, 0, o, lane) + MMVQM_PART(sg, 2, o, lane)) +
+                                (MMVQM_PART(sg, 1, o, lane) + MMVQM_PART(sg, 3, o, lane));
                 if (SUBW == 1)
                     total[i] = wpr > 1 ? total[i] + r : r;
                 else
@@ -1062,13 +1108,14 @@ template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mm
                 p.y[(u64)v * p.y_stride + row] = total[i] + (p.bias ? p.bias[row] : 0.0f);
         }
     }
+#undef MMVQM_PART
 #endif
 }
 
 // mmvqm4: 32 vectors per block, mmvqm2: 16; mmvqs4 / mmvqs2: the same with the 4 sub-warps of
 // long rows side by side (16 warps per block); mmvql4 / mmvql2 / mmvqk2: mmvqm4 / mmvqm2 /
-// mmvqs2 loading each slice's operands one slice ahead; mmvqd4: mmvqm4 with dp4a instead of
-// MMA (checks).
+// mmvqs2 loading each slice's operands one slice ahead; mmvqx4 / mmvqx2: staged (ST; rows with
+// one sub-warp whose block tile fits 48 KiB); mmvqd4: mmvqm4 with dp4a instead of MMA (checks).
 #define RF_MMVQM(T, s)                                                                          \
     RF_KERNEL void __launch_bounds__(128, 4) mmvqm4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true, true, false>(p); } \
     RF_KERNEL void mmvqm2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true, true, false>(p); }     \
@@ -1077,5 +1124,7 @@ template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA> RF_DEVICE void mm
     RF_KERNEL void mmvql4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true, true, true>(p); }      \
     RF_KERNEL void mmvql2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true, true, true>(p); }      \
     RF_KERNEL void __launch_bounds__(512) mmvqk2_##s(const MmvqParams p) { mmvqm<T, 2, 4, true, true, true>(p); } \
-    RF_KERNEL void mmvqd4_##s(const MmvqParams p) { mmvqm<T, 4, 1, false, true, false>(p); }
+    RF_KERNEL void mmvqd4_##s(const MmvqParams p) { mmvqm<T, 4, 1, false, true, false>(p); }     \
+    RF_KERNEL void __launch_bounds__(128, 4) mmvqx4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true, false, false, true>(p); } \
+    RF_KERNEL void mmvqx2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true, false, false, true>(p); }
 RF_MMVQM(RF_Q8_0, q8_0)

@@ -483,8 +483,8 @@ fn mmvq_kernel_variants() {
 /// vectors, by kernel: `MM_VARIANTS` (comma-separated; default `quad,mma,m4,m2`): `quad` the quad
 /// kernel (`mmvqt`), `v8` the 8-vector kernel, `mma` the tensor-core kernel as dispatched, `m4` /
 /// `m2` / `d4` with 32 / 16 vectors per block / its dp4a twin at any batch, `s4` / `s2` its
-/// 16-warp blocks (sub-warps side by side), `l4` / `l2` / `k2` the lookahead kernels, `mla` by
-/// shape with lookahead. `MM_BATCH` (default
+/// 16-warp blocks (sub-warps side by side), `l4` / `l2` / `k2` the lookahead kernels, `x4` /
+/// `x2` the staged kernels where they fit. `MM_BATCH` (default
 /// `8,64,128`). Each variant's outputs are compared bit for bit with the first variant's (all
 /// must compute the same float operations).
 #[test]
@@ -554,7 +554,6 @@ fn invariant_batched_matvec() {
                     mma_min_batch: 1,
                     ..d
                 },
-                "mla" => Tuning { mma: 9, ..d },
                 "l4" => Tuning {
                     mma: 7,
                     mma_min_batch: 1,
@@ -567,6 +566,16 @@ fn invariant_batched_matvec() {
                 },
                 "k2" => Tuning {
                     mma: 10,
+                    mma_min_batch: 1,
+                    ..d
+                },
+                "x4" => Tuning {
+                    mma: 11,
+                    mma_min_batch: 1,
+                    ..d
+                },
+                "x2" => Tuning {
+                    mma: 12,
                     mma_min_batch: 1,
                     ..d
                 },

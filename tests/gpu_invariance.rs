@@ -52,7 +52,11 @@ fn matvec_rows_do_not_depend_on_the_batch() {
         }
         let be = ty.block_elems().max(32);
         // short rows (one warp per row), long rows (several warps per row), a ragged row block
-        for (rows, cols) in [(67, 2 * be), (9, 11008 / be * be), (301, 1024.max(be))] {
+        let mut shapes = vec![(67, 2 * be), (9, 11008 / be * be), (301, 1024.max(be))];
+        if ty == rocmforge::quant::GgmlType::Q8_0 {
+            shapes.push((77, 896)); // the staged tensor-core kernel with 32 vectors per block fits
+        }
+        for (rows, cols) in shapes {
             let (bytes, _) = random_matrix(&mut rng, ty, rows, cols);
             let wb = dev.upload(&bytes).unwrap();
             let w = QMatrix {
@@ -73,7 +77,7 @@ fn matvec_rows_do_not_depend_on_the_batch() {
             // of the 8-vector kernel; the tensor-core kernel (Q8_0) from 2 vectors, one partial
             // group or several, 16 (mode 3) or 32 (2) per block, by shape (1), dp4a (4), the
             // sub-warps side by side with 32 (5) or 16 (6) per block, lookahead 32 (7), 16 (8),
-            // by shape (9), sub-warps side by side (10)
+            // by shape (9), sub-warps side by side (10), staged 32 (11) or 16 (12)
             let mut cases = vec![
                 (2, true, 0, 9),
                 (3, true, 0, 9),
@@ -105,6 +109,10 @@ fn matvec_rows_do_not_depend_on_the_batch() {
                     (70, true, 9, 9),
                     (33, true, 10, 9),
                     (70, true, 10, 9),
+                    (9, true, 11, 9),
+                    (70, true, 11, 9),
+                    (13, true, 12, 9),
+                    (70, true, 12, 9),
                 ]);
             }
             for (batch, quad, mma, mma_min_batch) in cases {

@@ -147,6 +147,11 @@ pub const MMVQL4_PREFIX: &str = "mmvql4";
 pub const MMVQL2_PREFIX: &str = "mmvql2";
 /// See [`MMVQS2_PREFIX`]; each slice's operands loaded one slice ahead.
 pub const MMVQK2_PREFIX: &str = "mmvqk2";
+/// See [`MMVQM4_PREFIX`]; operands staged in shared memory first (rows of one sub-warp whose
+/// 16-row tile fits).
+pub const MMVQX4_PREFIX: &str = "mmvqx4";
+/// See [`MMVQX4_PREFIX`]; 16 vectors per block.
+pub const MMVQX2_PREFIX: &str = "mmvqx2";
 /// See [`MMVQM4_PREFIX`]; the same with dp4a instead of MMA (a check).
 pub const MMVQMD4_PREFIX: &str = "mmvqd4";
 /// See [`MATVEC_PREFIX`].

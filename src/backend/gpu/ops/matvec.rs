@@ -10,7 +10,8 @@ use super::{check_len, dim, QMatrix};
 use crate::backend::gpu::kernels::{
     self, MATVEC, MATVEC_PREFIX, MMVQ1_PREFIX, MMVQ4_PREFIX, MMVQ8_PREFIX, MMVQF1_PREFIX,
     MMVQF4_PREFIX, MMVQK2_PREFIX, MMVQL2_PREFIX, MMVQL4_PREFIX, MMVQM2_PREFIX, MMVQM4_PREFIX,
-    MMVQMD4_PREFIX, MMVQS2_PREFIX, MMVQS4_PREFIX, MMVQT4_PREFIX, QUANTIZE_Q8_1,
+    MMVQMD4_PREFIX, MMVQS2_PREFIX, MMVQS4_PREFIX, MMVQT4_PREFIX, MMVQX2_PREFIX, MMVQX4_PREFIX,
+    QUANTIZE_Q8_1,
 };
 use crate::backend::gpu::{GpuBuffer, GpuDevice, GpuKind, LaunchConfig};
 use crate::quant::GgmlType;
@@ -79,7 +80,8 @@ pub struct Tuning {
     /// (`mmvqm`, same float operations as the others): 0 never, 1 by shape, 2 always 32
     /// vectors per block (`mmvqm4`), 3 always 16 (`mmvqm2`), 4 its dp4a twin (`mmvqd4`, a check),
     /// 5 / 6 always the 16-warp blocks of 32 / 16 vectors (`mmvqs4` / `mmvqs2`), 7 / 8 / 10
-    /// always the lookahead kernels `mmvql4` / `mmvql2` / `mmvqk2`, 9 by shape with lookahead.
+    /// always the lookahead kernels `mmvql4` / `mmvql2` / `mmvqk2`, 11 / 12 the staged kernels
+    /// `mmvqx4` / `mmvqx2` where they fit (else by shape).
     pub mma: u32,
     /// See [`Tuning::mma`].
     pub mma_min_batch: u32,
@@ -176,16 +178,28 @@ fn warps_per_row(t: Tuning, rows: usize, slices: usize) -> u32 {
 /// Rows per block of the tensor-core kernel (`mmvqm`; its blocks are 4 warps).
 const MMVQM_ROWS: usize = 16;
 
+/// Dynamic shared memory of the staged tensor-core kernels (`mmvqx*`, `vectors` per block):
+/// the block's 16 weight rows, its vectors' Q8_1 values (rows padded by 32 bytes) and scales,
+/// at least the 4 warps' partial sums it reuses at the end (mirrors `mmvqm` with ST).
+fn mmvqm_stage_bytes(row_bytes: usize, cols: usize, vectors: usize) -> usize {
+    let stage =
+        (16 * row_bytes).next_multiple_of(16) + vectors * (cols + 32) + cols / 32 * vectors * 4;
+    stage.max(4 * (vectors / 2) * 32 * 4)
+}
+
+/// Largest dynamic shared memory a kernel gets without opting in.
+const SHARED_LIMIT: usize = 48 * 1024;
+
 /// The tensor-core kernel for this product, if it takes it: (kernel prefix, vectors per block,
-/// warps per block).
+/// warps per block, dynamic shared memory).
 fn mma_variant(
     dev: &GpuDevice,
     t: Tuning,
-    ty: GgmlType,
-    rows: usize,
+    w: &QMatrix,
+    row_bytes: usize,
     wpr: u32,
     batch: usize,
-) -> Option<(&'static str, usize, usize)> {
+) -> Option<(&'static str, usize, usize, usize)> {
     let info = dev.info();
     let sm = info
         .arch
@@ -207,38 +221,41 @@ fn mma_variant(
         .unwrap_or(t.mma);
     if mode == 0
         || batch < t.mma_min_batch as usize
-        || ty != GgmlType::Q8_0
+        || w.ty != GgmlType::Q8_0
         || info.kind != GpuKind::Cuda
         || sm < 80
         || info.warp_size != 32
     {
         return None;
     }
+    // 32 vectors per block where that still gives the chip enough blocks
+    let wide = batch > 16
+        && w.rows.div_ceil(MMVQM_ROWS) * batch.div_ceil(32) >= 4 * info.multiprocessors as usize;
+    let staged = |vectors: usize| {
+        let bytes = mmvqm_stage_bytes(row_bytes, w.cols, vectors);
+        (wpr == 1 && bytes <= SHARED_LIMIT).then_some(bytes)
+    };
     Some(match mode {
-        2 => (MMVQM4_PREFIX, 32, 4),
-        3 => (MMVQM2_PREFIX, 16, 4),
-        4 => (MMVQMD4_PREFIX, 32, 4),
-        5 => (MMVQS4_PREFIX, 32, 16),
-        6 => (MMVQS2_PREFIX, 16, 16),
-        7 => (MMVQL4_PREFIX, 32, 4),
-        8 => (MMVQL2_PREFIX, 16, 4),
-        10 => (MMVQK2_PREFIX, 16, 16),
-        // by shape: 32 vectors per block where that still gives the chip enough blocks; rows
-        // with 4 sub-warps take them side by side
-        _ => {
-            let wide = batch > 16
-                && rows.div_ceil(MMVQM_ROWS) * batch.div_ceil(32)
-                    >= 4 * info.multiprocessors as usize;
-            match (wide, wpr == 4, mode == 9) {
-                (true, false, false) => (MMVQM4_PREFIX, 32, 4),
-                (false, false, false) => (MMVQM2_PREFIX, 16, 4),
-                (true, true, _) => (MMVQS4_PREFIX, 32, 16),
-                (false, true, false) => (MMVQS2_PREFIX, 16, 16),
-                (true, false, true) => (MMVQL4_PREFIX, 32, 4),
-                (false, false, true) => (MMVQL2_PREFIX, 16, 4),
-                (false, true, true) => (MMVQK2_PREFIX, 16, 16),
-            }
-        }
+        2 => (MMVQM4_PREFIX, 32, 4, 0),
+        3 => (MMVQM2_PREFIX, 16, 4, 0),
+        4 => (MMVQMD4_PREFIX, 32, 4, 0),
+        5 => (MMVQS4_PREFIX, 32, 16, 0),
+        6 => (MMVQS2_PREFIX, 16, 16, 0),
+        7 => (MMVQL4_PREFIX, 32, 4, 0),
+        8 => (MMVQL2_PREFIX, 16, 4, 0),
+        10 => (MMVQK2_PREFIX, 16, 16, 0),
+        11 if staged(32).is_some() => (MMVQX4_PREFIX, 32, 4, staged(32).unwrap_or(0)),
+        12 if staged(16).is_some() => (MMVQX2_PREFIX, 16, 4, staged(16).unwrap_or(0)),
+        // by shape (measured on the H100, qwen2-0.5b Q8_0 shapes at 64 and 128 vectors, see
+        // docs/PERFORMANCE.md): staged where the tile fits, else the 4 sub-warps of long rows
+        // side by side, else 32 or 16 vectors per block
+        _ => match (staged(32), staged(16)) {
+            (Some(b), _) if wide => (MMVQX4_PREFIX, 32, 4, b),
+            (_, Some(b)) => (MMVQX2_PREFIX, 16, 4, b),
+            _ if wpr == 4 => (MMVQS4_PREFIX, 32, 16, 0),
+            _ if wide => (MMVQM4_PREFIX, 32, 4, 0),
+            _ => (MMVQM2_PREFIX, 16, 4, 0),
+        },
     })
 }
 
@@ -262,8 +279,8 @@ fn mmvq(
     let mma = mma_variant(
         dev,
         t,
-        w.ty,
-        w.rows,
+        w,
+        row_bytes,
         warps_per_row(t, w.rows, w.cols / se),
         batch,
     );
@@ -317,7 +334,7 @@ fn mmvq(
     // Measured on the H100 (qwen2-0.5b Q8_0, batch-invariant pp512 / 64 sequences decoding):
     // 4 vectors and 2 warps per block 19.3k / 10.2k t/s; 8 and 4 warps 17.5k / 8.3k.
     let nb = match mma {
-        Some((_, v, _)) => v,
+        Some((_, v, _, _)) => v,
         None if quads => QUAD_VECTORS,
         None => nb,
     };
@@ -370,7 +387,7 @@ fn mmvq(
             dim(
                 "threads",
                 match mma {
-                    Some((_, _, warps)) => warps,
+                    Some((_, _, warps, _)) => warps,
                     None if quads => QUAD_WARPS,
                     None => 4,
                 } * warp,
@@ -378,7 +395,10 @@ fn mmvq(
             1,
             1,
         ),
-        shared_mem,
+        shared_mem: match mma {
+            Some((_, _, _, bytes)) => dim("shared memory", bytes)?,
+            None => shared_mem,
+        },
     };
     // SAFETY: matrix, x, y and bias extents checked by the caller, scratch and shared memory
     // sized above; params mirror the kernel struct. The scratch goes back to the pool after the
