@@ -800,17 +800,22 @@ RF_MMVQ(RF_Q6_K, q6_k)
 // term per slice = the type's dot expression, chain c = k * WARP_SIZE + l (sub-warp k, lane l)
 // = sequential sum of the terms of slices c, c + stride, ..., the 32 chains of a sub-warp summed
 // by the xor butterfly (distances 16 .. 1), the sub-warps' sums in order, then + bias.
-// Layout: a block of MMVQM_WARPS (4) warps computes 16 rows x 8 * NT vectors. Each thread holds
-// the same 4 outputs of every 16 x 8 tile (MMA accumulator layout: rows g, g + 8, vectors 2t,
-// 2t + 1; g = lane / 4, t = lane % 4). Warp w takes the chains c = 4 m + w of each sub-warp, in
-// bit-reversed m order merged like a binary counter (the butterfly levels of distance 16, 8, 4
-// in-thread, as in mmvqt); the warps' sums meet in shared memory for the levels of distance 2
-// and 1: (P0 + P2) + (P1 + P3). The MMA's k order is free (the sum is exact): thread t feeds the
+// Layout: 4 warps compute 16 rows x 8 * NT vectors. Each thread holds the same 4 outputs of every
+// 16 x 8 tile (MMA accumulator layout: rows g, g + 8, vectors 2t, 2t + 1; g = lane / 4,
+// t = lane % 4). Warp w takes the chains c = 4 m + w of a sub-warp, in bit-reversed m order
+// merged like a binary counter (the butterfly levels of distance 16, 8, 4 in-thread, as in
+// mmvqt); the 4 warps' sums meet in shared memory for the levels of distance 2 and 1:
+// (P0 + P2) + (P1 + P3). The MMA's k order is free (the sum is exact): thread t feeds the
 // weights and x of k in [8t, 8t + 8), so x is one aligned 8-byte load per vector. The MMA starts
 // from the bit pattern of 1.5 * 2^23, so its int32 result read as a float is 1.5 * 2^23 + isum
 // exactly (|isum| <= 32 * 127 * 128 < 2^22) and one subtraction gives (float)isum.
-// Without MMA (HIP, before sm_80; the `D` variant everywhere) the same isums come from dp4a.
+// SUBW (1 or 4): that many groups of 4 warps take sub-warps side by side (blocks of 4 SUBW
+// warps; for long rows with 4 sub-warps, which 4 warps would run one after the other), their
+// sums added in sub-warp order. Each block first asks L2 for its whole 16-row weight tile.
+// Without MMA (HIP, before sm_80; the `mmvqd4` check everywhere) the same isums come from dp4a.
 // x pre-quantized (quantize_q8_1). 1-D grid: row blocks x `groups` vector groups, group fastest.
+// Measured on the H100 and dropped (docs/PERFORMANCE.md): operands loaded a slice ahead, and
+// weight tile + x staged in shared memory first (both slower).
 #define MMVQM_WARPS 4
 #define MMVQM_LOG 3  // log2 of the chains per warp and sub-warp (WARP_SIZE / MMVQM_WARPS = 8)
 #define MMVQM_BIAS 0x4B400000
@@ -829,33 +834,14 @@ template <> struct Mmvqm<RF_Q8_0> {
         return rf_h2f(rf_ld_u16(b));
     }
     // One slice's term, as Mmvq<RF_Q8_0>::dot writes it into a zeroed accumulator.
-    static RF_DEVICE_SPEC float term(float d, float2 ds, float s) {
+    static RF_DEVICE_SPEC float term(float d, float xd, float s) {
         float t = 0.0f;
-        t += d * ds.x * s;
+        t += d * xd * s;
         return t;
     }
 };
 
-// SUBW (1 or 4): sub-warps computed side by side by that many groups of 4 warps (a block of
-// 4 SUBW warps), their sums added in sub-warp order (for long rows with 4 warps per row, which
-// would otherwise run 4 sub-warps one after the other). PF: the block first asks L2 for its
-// whole 16-row weight tile (one DRAM latency instead of one per chain step).
-// One slice's MMA operands and scales (the lookahead variant holds the next slice's).
-template <int NT> struct MmvqmFrag {
-    int qa[2], qb[2];  // weights of rows g, g + 8, k in [8t, 8t + 8)
-    float da, db;      // their scales
-    int2 xv[NT];       // x of vectors 8 j + g, same k
-    float xs[NT][2];   // Q8_1 scales of vectors 8 j + 2 t + e
-};
-
-// ST (staged; only with warps_per_row 1): the block first copies its 16 weight rows, its vectors'
-// Q8_1 values (rows padded by 32 bytes: conflict-free 8-byte reads) and their scales (transposed,
-// [slice][vector]) into dynamic shared memory with wide loads, then reads the MMA operands from
-// there: a warp's per-slice global loads touch 8 rows / 8 vectors each, which made the kernel
-// bound by L1 wavefronts. Dynamic shared memory: mmvqm_stage_bytes below (the Rust side sizes it
-// the same way); the cross-warp sums reuse it at the end.
-template <int T, int NT, int SUBW, bool MMA, bool PF, bool LA, bool ST = false>
-RF_DEVICE void mmvqm(const MmvqParams& p) {
+template <int T, int NT, int SUBW, bool MMA> RF_DEVICE void mmvqm(const MmvqParams& p) {
     RF_PDL_WAIT();
 #if WARP_SIZE == 32
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
@@ -863,19 +849,15 @@ RF_DEVICE void mmvqm(const MmvqParams& p) {
 #else
     constexpr bool use_mma = false;
 #endif
-    constexpr int VB = 8 * NT;  // vectors per block
-    __shared__ float part_s[ST ? 1 : SUBW * MMVQM_WARPS * NT * 4 * WARP_SIZE];
+    __shared__ float part[SUBW][MMVQM_WARPS][NT * 4][WARP_SIZE];
     __shared__ float rsum[SUBW > 1 ? SUBW : 1][NT * 4][WARP_SIZE];
-    extern __shared__ int4 mmvqm_dyn[];
-    float* part = ST ? (float*)mmvqm_dyn : part_s;
-#define MMVQM_PART(q, w, o, l) part[(((q) * MMVQM_WARPS + (w)) * (NT * 4) + (o)) * WARP_SIZE + (l)]
     const int lane = threadIdx.x % WARP_SIZE;
     const int warp = (threadIdx.x / WARP_SIZE) % MMVQM_WARPS, sg = threadIdx.x / (WARP_SIZE * MMVQM_WARPS);
     const int g = lane >> 2, t = lane & 3;
     const u32 groups = p.groups ? p.groups : 1;
     const u32 rblk = blockIdx.x / groups, grp = blockIdx.x % groups;
     const u32 row0 = rblk * 16;
-    if (PF) {
+    {
         const u8* base = p.w + (u64)row0 * p.row_bytes;
         const u32 bytes = (min(row0 + 16, p.rows) - row0) * (u32)p.row_bytes;
         for (u32 o = threadIdx.x * 128; o < bytes; o += blockDim.x * 128) rf_prefetch_l2(base + o);
@@ -884,69 +866,17 @@ RF_DEVICE void mmvqm(const MmvqParams& p) {
     const u8* wb = p.w + (u64)min(row0 + g + 8, p.rows - 1) * p.row_bytes;
     const u32 v0 = grp * (8 * NT);
     const u32 nsl = p.cols / 32;
-    const u32 nv = min((u32)VB, p.n - v0);      // vectors of this group
-    const u32 xstride = ST ? p.cols + 32 : p.cols;  // x row stride (staged: padded)
-    const i8* xbase = p.xq + (u64)v0 * p.cols;
-    const float* sd = nullptr;
-    if (ST) {
-        u8* sw = (u8*)mmvqm_dyn;
-        const u32 nr = min(row0 + 16, p.rows) - row0;
-        const u32 wbytes = nr * (u32)p.row_bytes;
-        i8* sx = (i8*)(sw + ((16 * (u32)p.row_bytes + 15) & ~15u));
-        float* sdw = (float*)(sx + VB * xstride);
-        const u8* src = p.w + (u64)row0 * p.row_bytes;
-        if ((((u64)src | wbytes) & 7) == 0) {
-            for (u32 o = threadIdx.x * 8; o < wbytes; o += blockDim.x * 8)
-                *(int2*)(sw + o) = *(const int2*)(src + o);
-        } else {
-            for (u32 o = threadIdx.x * 2; o < wbytes; o += blockDim.x * 2)
-                *(u16*)(sw + o) = *(const u16*)(src + o);
-        }
-        const u32 x16 = p.cols / 16;
-        for (u32 i = threadIdx.x; i < nv * x16; i += blockDim.x) {
-            const u32 v = i / x16, c = i % x16;
-            *(int4*)(sx + v * xstride + 16 * c) = *(const int4*)(xbase + (u64)v * p.cols + 16 * c);
-        }
-        for (u32 i = threadIdx.x; i < nv * nsl; i += blockDim.x) {
-            const u32 v = i / nsl, sl = i % nsl;
-            sdw[sl * VB + v] = p.xds[(u64)(v0 + v) * nsl + sl].x;
-        }
-        __syncthreads();
-        wa = sw + min((u32)g, nr - 1) * (u32)p.row_bytes;
-        wb = sw + min((u32)g + 8, nr - 1) * (u32)p.row_bytes;
-        xbase = sx;
-        sd = sdw;
-    }
     const u32 wpr = p.warps_per_row;
     const u32 stride = WARP_SIZE * wpr;
     // x of this thread's B-fragment vectors (v0 + 8 j + g) and its outputs' vectors
-    // (v0 + 8 j + 2 t + e), clamped to the last vector (their results are not stored).
-    // (32-bit element offsets from p.xq / p.xds: fewer registers than pointers)
+    // (v0 + 8 j + 2 t + e), clamped to the last vector (their results are not stored), as 32-bit
+    // element offsets from p.xq / p.xds (fewer registers than pointers).
     u32 xb[NT], xd[NT][2];
 #pragma unroll
     for (int j = 0; j < NT; j++) {
-        xb[j] = min(8 * j + g, nv - 1) * xstride + 8 * t;
+        xb[j] = min(v0 + 8 * j + g, p.n - 1) * p.cols + 8 * t;
 #pragma unroll
-        for (int e = 0; e < 2; e++)
-            xd[j][e] = ST ? min(8 * j + 2 * t + e, nv - 1) : min(v0 + 8 * j + 2 * t + e, p.n - 1) * nsl;
-    }
-    auto load = [&](u32 s, MmvqmFrag<NT>& f) {
-        const u64 off = (u64)s * QInfo<T>::BYTES;
-        f.da = Mmvqm<T>::load(wa + off, t, f.qa);
-        f.db = Mmvqm<T>::load(wb + off, t, f.qb);
-#pragma unroll
-        for (int j = 0; j < NT; j++) {
-            f.xv[j] = *(const int2*)(xbase + xb[j] + 32 * s);
-#pragma unroll
-            for (int e = 0; e < 2; e++) f.xs[j][e] = ST ? sd[s * VB + xd[j][e]] : p.xds[xd[j][e] + s].x;
-        }
-    };
-    // LA: `nx` holds slice `ns`, the next one this warp takes (loaded a slice ahead).
-    MmvqmFrag<NT> nx;
-    u32 ns = ~0u;
-    if (LA && use_mma && sg < wpr && sg * WARP_SIZE + warp < nsl) {
-        ns = sg * WARP_SIZE + warp;
-        load(ns, nx);
+        for (int e = 0; e < 2; e++) xd[j][e] = min(v0 + 8 * j + 2 * t + e, p.n - 1) * nsl;
     }
     float total[4];
 #pragma unroll
@@ -955,14 +885,6 @@ RF_DEVICE void mmvqm(const MmvqParams& p) {
         const u32 sub = sub0 + sg;  // >= wpr: this group idles (uniform per warp)
         float stk[MMVQM_LOG][NT][4];
         float cur[NT][4];
-        u32 ne = 0;  // LA: bit k set where chain k of this warp is not empty
-#pragma unroll
-        for (int k = 0; k < (1 << MMVQM_LOG); k++) {
-            int m = 0;
-#pragma unroll
-            for (int b = 0; b < MMVQM_LOG; b++) m |= ((k >> b) & 1) << (MMVQM_LOG - 1 - b);
-            ne |= (sub < wpr && sub * WARP_SIZE + MMVQM_WARPS * m + warp < nsl) ? 1u << k : 0u;
-        }
 #pragma unroll
         for (int k = 0; k < (1 << MMVQM_LOG); k++) {
             int m = 0;  // k bit-reversed
@@ -975,44 +897,23 @@ RF_DEVICE void mmvqm(const MmvqParams& p) {
                 for (int i = 0; i < 4; i++) cur[j][i] = 0.0f;
             for (u32 s = c; sub < wpr && s < nsl; s += stride) {
                 const u64 off = (u64)s * QInfo<T>::BYTES;
-                (void)off;
                 int acc[NT][4];
                 float da, db;
-                float xs[NT][2];
                 if (use_mma) {
-                    MmvqmFrag<NT> f;
-                    if (LA) {
-                        if (s != ns) load(s, nx);  // (only where the lookahead did not)
-                        f = nx;
-                        // the next slice: this chain's next, else the next non-empty chain's
-                        // first, else the first of the next sub-warp this group takes
-                        u32 n2 = ~0u;
-                        const u32 rest = ne & ~((2u << k) - 1u);
-                        if (s + stride < nsl) {
-                            n2 = s + stride;
-                        } else if (rest) {
-                            const u32 kk = (u32)__ffs((int)rest) - 1u;
-                            n2 = sub * WARP_SIZE + MMVQM_WARPS * (__brev(kk) >> (32 - MMVQM_LOG)) + warp;
-                        } else if (sub + SUBW < wpr && (sub + SUBW) * WARP_SIZE + warp < nsl) {
-                            n2 = (sub + SUBW) * WARP_SIZE + warp;
-                        }
-                        if (n2 != ~0u) load(n2, nx);
-                        ns = n2;
-                    } else {
-                        load(s, f);
-                    }
-                    da = f.da;
-                    db = f.db;
+                    int qa[2], qb[2];
+                    da = Mmvqm<T>::load(wa + off, t, qa);
+                    db = Mmvqm<T>::load(wb + off, t, qb);
 #pragma unroll
                     for (int j = 0; j < NT; j++) {
-                        xs[j][0] = f.xs[j][0];
-                        xs[j][1] = f.xs[j][1];
+                        const int2 xv = *(const int2*)(p.xq + xb[j] + 32 * s);
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
                         asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
                             "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
                             : "=r"(acc[j][0]), "=r"(acc[j][1]), "=r"(acc[j][2]), "=r"(acc[j][3])
-                            : "r"(f.qa[0]), "r"(f.qb[0]), "r"(f.qa[1]), "r"(f.qb[1]), "r"(f.xv[j].x),
-                              "r"(f.xv[j].y), "r"(MMVQM_BIAS));
+                            : "r"(qa[0]), "r"(qb[0]), "r"(qa[1]), "r"(qb[1]), "r"(xv.x), "r"(xv.y),
+                              "r"(MMVQM_BIAS));
+#else
+                        (void)xv;
 #endif
                     }
                 } else {
@@ -1036,13 +937,12 @@ RF_DEVICE void mmvqm(const MmvqParams& p) {
                             }
                             acc[j][e] = sa + MMVQM_BIAS;
                             acc[j][2 + e] = sb + MMVQM_BIAS;
-                            xs[j][e] = p.xds[(u64)v * nsl + s].x;
                         }
                     }
                 }
 #pragma unroll
                 for (int j = 0; j < NT; j++) {
-                    const float2 x0 = make_float2(xs[j][0], 0.0f), x1 = make_float2(xs[j][1], 0.0f);
+                    const float x0 = p.xds[xd[j][0] + s].x, x1 = p.xds[xd[j][1] + s].x;
                     cur[j][0] += Mmvqm<T>::term(da, x0, __int_as_float(acc[j][0]) - MMVQM_BIASF);
                     cur[j][1] += Mmvqm<T>::term(da, x1, __int_as_float(acc[j][1]) - MMVQM_BIASF);
                     cur[j][2] += Mmvqm<T>::term(db, x0, __int_as_float(acc[j][2]) - MMVQM_BIASF);
@@ -1066,11 +966,10 @@ RF_DEVICE void mmvqm(const MmvqParams& p) {
             }
         }
         // cur: this warp's chains' sum (levels 16, 8, 4); levels 2 and 1 across the warps.
-        if (ST) __syncthreads();  // (part reuses the staged operands)
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) MMVQM_PART(sg, warp, 4 * j + i, lane) = cur[j][i];
+            for (int i = 0; i < 4; i++) part[sg][warp][4 * j + i][lane] = cur[j][i];
         __syncthreads();
         // Warp `warp` < NT of each group finishes tile `warp` (outputs 4 warp .. 4 warp + 3 of
         // `lane`); with NT == 2, warps 2 and 3 idle here.
@@ -1078,8 +977,8 @@ RF_DEVICE void mmvqm(const MmvqParams& p) {
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 const int o = 4 * warp + i;
-                const float r = (MMVQM_PART(sg, 0, o, lane) + MMVQM_PART(sg, 2, o, lane)) +
-                                (MMVQM_PART(sg, 1, o, lane) + MMVQM_PART(sg, 3, o, lane));
+                const float r = (part[sg][0][o][lane] + part[sg][2][o][lane]) +
+                                (part[sg][1][o][lane] + part[sg][3][o][lane]);
                 if (SUBW == 1)
                     total[i] = wpr > 1 ? total[i] + r : r;
                 else
@@ -1108,23 +1007,14 @@ RF_DEVICE void mmvqm(const MmvqParams& p) {
                 p.y[(u64)v * p.y_stride + row] = total[i] + (p.bias ? p.bias[row] : 0.0f);
         }
     }
-#undef MMVQM_PART
 #endif
 }
 
-// mmvqm4: 32 vectors per block, mmvqm2: 16; mmvqs4 / mmvqs2: the same with the 4 sub-warps of
-// long rows side by side (16 warps per block); mmvql4 / mmvql2 / mmvqk2: mmvqm4 / mmvqm2 /
-// mmvqs2 loading each slice's operands one slice ahead; mmvqx4 / mmvqx2: staged (ST; rows with
-// one sub-warp whose block tile fits 48 KiB); mmvqd4: mmvqm4 with dp4a instead of MMA (checks).
-#define RF_MMVQM(T, s)                                                                          \
-    RF_KERNEL void __launch_bounds__(128, 4) mmvqm4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true, true, false>(p); } \
-    RF_KERNEL void mmvqm2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true, true, false>(p); }     \
-    RF_KERNEL void __launch_bounds__(512) mmvqs4_##s(const MmvqParams p) { mmvqm<T, 4, 4, true, true, false>(p); } \
-    RF_KERNEL void __launch_bounds__(512) mmvqs2_##s(const MmvqParams p) { mmvqm<T, 2, 4, true, true, false>(p); } \
-    RF_KERNEL void mmvql4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true, true, true>(p); }      \
-    RF_KERNEL void mmvql2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true, true, true>(p); }      \
-    RF_KERNEL void __launch_bounds__(512) mmvqk2_##s(const MmvqParams p) { mmvqm<T, 2, 4, true, true, true>(p); } \
-    RF_KERNEL void mmvqd4_##s(const MmvqParams p) { mmvqm<T, 4, 1, false, true, false>(p); }     \
-    RF_KERNEL void __launch_bounds__(128, 4) mmvqx4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true, false, false, true>(p); } \
-    RF_KERNEL void mmvqx2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true, false, false, true>(p); }
+// mmvqm4: 32 vectors per block, mmvqm2: 16; mmvqs4: mmvqm4 with the 4 sub-warps of long rows
+// side by side (16 warps per block); mmvqd4: mmvqm4 with dp4a instead of MMA (checks).
+#define RF_MMVQM(T, s)                                                                              \
+    RF_KERNEL void __launch_bounds__(128, 4) mmvqm4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true>(p); } \
+    RF_KERNEL void mmvqm2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true>(p); }                      \
+    RF_KERNEL void __launch_bounds__(512) mmvqs4_##s(const MmvqParams p) { mmvqm<T, 4, 4, true>(p); }    \
+    RF_KERNEL void mmvqd4_##s(const MmvqParams p) { mmvqm<T, 4, 1, false>(p); }
 RF_MMVQM(RF_Q8_0, q8_0)

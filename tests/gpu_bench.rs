@@ -482,9 +482,8 @@ fn mmvq_kernel_variants() {
 /// 151936x896; 24 distinct matrices per layer shape, so L2 cannot serve repeats) over many
 /// vectors, by kernel: `MM_VARIANTS` (comma-separated; default `quad,mma,m4,m2`): `quad` the quad
 /// kernel (`mmvqt`), `v8` the 8-vector kernel, `mma` the tensor-core kernel as dispatched, `m4` /
-/// `m2` / `d4` with 32 / 16 vectors per block / its dp4a twin at any batch, `s4` / `s2` its
-/// 16-warp blocks (sub-warps side by side), `l4` / `l2` / `k2` the lookahead kernels, `x4` /
-/// `x2` the staged kernels where they fit. `MM_BATCH` (default
+/// `m2` / `d4` with 32 / 16 vectors per block / its dp4a twin at any batch, `s4` its 16-warp
+/// blocks (sub-warps side by side). `MM_BATCH` (default
 /// `8,64,128`). Each variant's outputs are compared bit for bit with the first variant's (all
 /// must compute the same float operations).
 #[test]
@@ -554,38 +553,8 @@ fn invariant_batched_matvec() {
                     mma_min_batch: 1,
                     ..d
                 },
-                "l4" => Tuning {
-                    mma: 7,
-                    mma_min_batch: 1,
-                    ..d
-                },
-                "l2" => Tuning {
-                    mma: 8,
-                    mma_min_batch: 1,
-                    ..d
-                },
-                "k2" => Tuning {
-                    mma: 10,
-                    mma_min_batch: 1,
-                    ..d
-                },
-                "x4" => Tuning {
-                    mma: 11,
-                    mma_min_batch: 1,
-                    ..d
-                },
-                "x2" => Tuning {
-                    mma: 12,
-                    mma_min_batch: 1,
-                    ..d
-                },
                 "s4" => Tuning {
                     mma: 5,
-                    mma_min_batch: 1,
-                    ..d
-                },
-                "s2" => Tuning {
-                    mma: 6,
                     mma_min_batch: 1,
                     ..d
                 },

@@ -139,19 +139,6 @@ pub const MMVQM4_PREFIX: &str = "mmvqm4";
 pub const MMVQM2_PREFIX: &str = "mmvqm2";
 /// See [`MMVQM4_PREFIX`]; the 4 sub-warps of long rows side by side, 16 warps per block.
 pub const MMVQS4_PREFIX: &str = "mmvqs4";
-/// See [`MMVQS4_PREFIX`]; 16 vectors per block.
-pub const MMVQS2_PREFIX: &str = "mmvqs2";
-/// See [`MMVQM4_PREFIX`]; each slice's operands loaded one slice ahead.
-pub const MMVQL4_PREFIX: &str = "mmvql4";
-/// See [`MMVQL4_PREFIX`]; 16 vectors per block.
-pub const MMVQL2_PREFIX: &str = "mmvql2";
-/// See [`MMVQS2_PREFIX`]; each slice's operands loaded one slice ahead.
-pub const MMVQK2_PREFIX: &str = "mmvqk2";
-/// See [`MMVQM4_PREFIX`]; operands staged in shared memory first (rows of one sub-warp whose
-/// 16-row tile fits).
-pub const MMVQX4_PREFIX: &str = "mmvqx4";
-/// See [`MMVQX4_PREFIX`]; 16 vectors per block.
-pub const MMVQX2_PREFIX: &str = "mmvqx2";
 /// See [`MMVQM4_PREFIX`]; the same with dp4a instead of MMA (a check).
 pub const MMVQMD4_PREFIX: &str = "mmvqd4";
 /// See [`MATVEC_PREFIX`].

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::{check_len, dim, QMatrix};
 use crate::backend::gpu::kernels::{
     self, MATVEC, MATVEC_PREFIX, MMVQ1_PREFIX, MMVQ4_PREFIX, MMVQ8_PREFIX, MMVQF1_PREFIX,
-    MMVQF4_PREFIX, MMVQK2_PREFIX, MMVQL2_PREFIX, MMVQL4_PREFIX, MMVQM2_PREFIX, MMVQM4_PREFIX,
-    MMVQMD4_PREFIX, MMVQS2_PREFIX, MMVQS4_PREFIX, MMVQT4_PREFIX, MMVQX2_PREFIX, MMVQX4_PREFIX,
+    MMVQF4_PREFIX, MMVQM2_PREFIX, MMVQM4_PREFIX, MMVQMD4_PREFIX, MMVQS4_PREFIX, MMVQT4_PREFIX,
     QUANTIZE_Q8_1,
 };
 use crate::backend::gpu::{GpuBuffer, GpuDevice, GpuKind, LaunchConfig};
@@ -77,11 +76,10 @@ pub struct Tuning {
     /// Over [`QUAD_MIN_BATCH`] vectors, take the quad kernel (else the 8-vector one).
     pub quad: bool,
     /// From `mma_min_batch` vectors, Q8_0 weights on CUDA sm_80+ take the tensor-core kernel
-    /// (`mmvqm`, same float operations as the others): 0 never, 1 by shape, 2 always 32
-    /// vectors per block (`mmvqm4`), 3 always 16 (`mmvqm2`), 4 its dp4a twin (`mmvqd4`, a check),
-    /// 5 / 6 always the 16-warp blocks of 32 / 16 vectors (`mmvqs4` / `mmvqs2`), 7 / 8 / 10
-    /// always the lookahead kernels `mmvql4` / `mmvql2` / `mmvqk2`, 11 / 12 the staged kernels
-    /// `mmvqx4` / `mmvqx2` where they fit (else by shape).
+    /// (`mmvqm`, same float operations as the others): 0 never, 1 by shape (then also 8
+    /// vectors on large matrices of short rows), 2 always 32 vectors per block (`mmvqm4`), 3
+    /// always 16 (`mmvqm2`), 4 its dp4a twin (`mmvqd4`, a check), 5 always the 16-warp blocks
+    /// of 32 vectors (`mmvqs4`). `ROCMFORGE_MMA=N` overrides it process-wide.
     pub mma: u32,
     /// See [`Tuning::mma`].
     pub mma_min_batch: u32,
@@ -178,28 +176,15 @@ fn warps_per_row(t: Tuning, rows: usize, slices: usize) -> u32 {
 /// Rows per block of the tensor-core kernel (`mmvqm`; its blocks are 4 warps).
 const MMVQM_ROWS: usize = 16;
 
-/// Dynamic shared memory of the staged tensor-core kernels (`mmvqx*`, `vectors` per block):
-/// the block's 16 weight rows, its vectors' Q8_1 values (rows padded by 32 bytes) and scales,
-/// at least the 4 warps' partial sums it reuses at the end (mirrors `mmvqm` with ST).
-fn mmvqm_stage_bytes(row_bytes: usize, cols: usize, vectors: usize) -> usize {
-    let stage =
-        (16 * row_bytes).next_multiple_of(16) + vectors * (cols + 32) + cols / 32 * vectors * 4;
-    stage.max(4 * (vectors / 2) * 32 * 4)
-}
-
-/// Largest dynamic shared memory a kernel gets without opting in.
-const SHARED_LIMIT: usize = 48 * 1024;
-
 /// The tensor-core kernel for this product, if it takes it: (kernel prefix, vectors per block,
-/// warps per block, dynamic shared memory).
+/// warps per block).
 fn mma_variant(
     dev: &GpuDevice,
     t: Tuning,
     w: &QMatrix,
-    row_bytes: usize,
     wpr: u32,
     batch: usize,
-) -> Option<(&'static str, usize, usize, usize)> {
+) -> Option<(&'static str, usize, usize)> {
     let info = dev.info();
     let sm = info
         .arch
@@ -219,8 +204,16 @@ fn mma_variant(
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(t.mma);
+    // By shape, 8 vectors (the 8-vector kernel's batch) take it only for large matrices of
+    // short rows (H100, qwen2-0.5b shapes at 8 vectors: 9728x896 9.8 vs 17.4 us, 151936x896
+    // 83 vs 197 us; 896x896 6.1 vs 5.5 us).
+    let min_batch = if mode == 1 && w.rows >= 4096 && wpr == 1 {
+        (t.mma_min_batch as usize).min(8)
+    } else {
+        t.mma_min_batch as usize
+    };
     if mode == 0
-        || batch < t.mma_min_batch as usize
+        || batch < min_batch
         || w.ty != GgmlType::Q8_0
         || info.kind != GpuKind::Cuda
         || sm < 80
@@ -228,34 +221,27 @@ fn mma_variant(
     {
         return None;
     }
-    // 32 vectors per block where that still gives the chip enough blocks
-    let wide = batch > 16
-        && w.rows.div_ceil(MMVQM_ROWS) * batch.div_ceil(32) >= 4 * info.multiprocessors as usize;
-    let staged = |vectors: usize| {
-        let bytes = mmvqm_stage_bytes(row_bytes, w.cols, vectors);
-        (wpr == 1 && bytes <= SHARED_LIMIT).then_some(bytes)
-    };
     Some(match mode {
-        2 => (MMVQM4_PREFIX, 32, 4, 0),
-        3 => (MMVQM2_PREFIX, 16, 4, 0),
-        4 => (MMVQMD4_PREFIX, 32, 4, 0),
-        5 => (MMVQS4_PREFIX, 32, 16, 0),
-        6 => (MMVQS2_PREFIX, 16, 16, 0),
-        7 => (MMVQL4_PREFIX, 32, 4, 0),
-        8 => (MMVQL2_PREFIX, 16, 4, 0),
-        10 => (MMVQK2_PREFIX, 16, 16, 0),
-        11 if staged(32).is_some() => (MMVQX4_PREFIX, 32, 4, staged(32).unwrap_or(0)),
-        12 if staged(16).is_some() => (MMVQX2_PREFIX, 16, 4, staged(16).unwrap_or(0)),
-        // by shape (measured on the H100, qwen2-0.5b Q8_0 shapes at 64 and 128 vectors, see
-        // docs/PERFORMANCE.md): staged where the tile fits, else the 4 sub-warps of long rows
-        // side by side, else 32 or 16 vectors per block
-        _ => match (staged(32), staged(16)) {
-            (Some(b), _) if wide => (MMVQX4_PREFIX, 32, 4, b),
-            (_, Some(b)) => (MMVQX2_PREFIX, 16, 4, b),
-            _ if wpr == 4 => (MMVQS4_PREFIX, 32, 16, 0),
-            _ if wide => (MMVQM4_PREFIX, 32, 4, 0),
-            _ => (MMVQM2_PREFIX, 16, 4, 0),
-        },
+        2 => (MMVQM4_PREFIX, 32, 4),
+        3 => (MMVQM2_PREFIX, 16, 4),
+        4 => (MMVQMD4_PREFIX, 32, 4),
+        5 => (MMVQS4_PREFIX, 32, 16),
+        // by shape (H100, qwen2-0.5b Q8_0 shapes at 64 and 128 vectors): rows of 4 sub-warps
+        // take them side by side (896x4864: 15.9 / 27.1 us against 25.0 / 32.4 with 16 vectors
+        // per block), 32 vectors per block where that leaves 4 blocks per multiprocessor
+        // (9728x896: 22.7 / 37.3 us against 27.9 / 48.5), else 16
+        _ => {
+            let wide = batch > 16
+                && w.rows.div_ceil(MMVQM_ROWS) * batch.div_ceil(32)
+                    >= 4 * info.multiprocessors as usize;
+            if wpr == 4 {
+                (MMVQS4_PREFIX, 32, 16)
+            } else if wide {
+                (MMVQM4_PREFIX, 32, 4)
+            } else {
+                (MMVQM2_PREFIX, 16, 4)
+            }
+        }
     })
 }
 
@@ -276,14 +262,7 @@ fn mmvq(
     // Vectors per block: more share each weight load, but registers bound it; a vector's result
     // is the same whichever (see the kernel), so this is free to follow the batch.
     // (16 measured slower than 8 on the H100: qwen2-0.5b Q8_0 pp512 10.3k vs 12.2k t/s)
-    let mma = mma_variant(
-        dev,
-        t,
-        w,
-        row_bytes,
-        warps_per_row(t, w.rows, w.cols / se),
-        batch,
-    );
+    let mma = mma_variant(dev, t, w, warps_per_row(t, w.rows, w.cols / se), batch);
     let nb = match batch {
         _ if mma.is_some() => 8,
         1 => 1,
@@ -334,7 +313,7 @@ fn mmvq(
     // Measured on the H100 (qwen2-0.5b Q8_0, batch-invariant pp512 / 64 sequences decoding):
     // 4 vectors and 2 warps per block 19.3k / 10.2k t/s; 8 and 4 warps 17.5k / 8.3k.
     let nb = match mma {
-        Some((_, v, _, _)) => v,
+        Some((_, v, _)) => v,
         None if quads => QUAD_VECTORS,
         None => nb,
     };
@@ -387,7 +366,7 @@ fn mmvq(
             dim(
                 "threads",
                 match mma {
-                    Some((_, _, warps, _)) => warps,
+                    Some((_, _, warps)) => warps,
                     None if quads => QUAD_WARPS,
                     None => 4,
                 } * warp,
@@ -395,10 +374,7 @@ fn mmvq(
             1,
             1,
         ),
-        shared_mem: match mma {
-            Some((_, _, _, bytes)) => dim("shared memory", bytes)?,
-            None => shared_mem,
-        },
+        shared_mem,
     };
     // SAFETY: matrix, x, y and bias extents checked by the caller, scratch and shared memory
     // sized above; params mirror the kernel struct. The scratch goes back to the pool after the
