@@ -580,14 +580,16 @@ struct MmvqParams {
 #define MMVQ_UNROLL 2
 
 // One row per warps_per_row warps; lanes take slices (lane, lane + 32 * warps_per_row, ...),
-// MMVQ_UNROLL slices at a time with clamped indices so the loads of both are issued before use.
+// U (MMVQ_UNROLL, or 4 for long rows in a small grid: the `x4` kernels) slices at a time with
+// clamped indices so that their loads are all issued before use. U does not change the float
+// operations: each lane still adds its slices' terms in slice order.
 // Each vector group takes up to NB vectors: weights are loaded once for all of them.
 // Batch invariance: the float operations giving y[b, row] are the same whatever NB, n, the group
 // or the grid layout (each vector has its own accumulators, the lane <-> slice assignment depends
 // only on the matrix shape), so a vector's result does not depend on what it is batched with.
 // F (fused): the block first quantizes its vectors into shared memory (nb * cols * 1.25 bytes of
 // dynamic shared memory), saving the separate quantize_q8_1 launch.
-template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
+template <int T, int NB, bool F, int U = MMVQ_UNROLL> RF_DEVICE void mmvq(const MmvqParams& p) {
     RF_PDL_WAIT();
     __shared__ float part[MMVQ_WARPS][NB];
     const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
@@ -608,7 +610,7 @@ template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
     if (F) {
         // Start this lane's first weight lines towards L2 while x is quantized.
 #pragma unroll
-        for (int u = 0; u < MMVQ_UNROLL; u++) {
+        for (int u = 0; u < U; u++) {
             const u32 s = min(sub * WARP_SIZE + lane + u * stride, nsl - 1);
             rf_prefetch_l2(w + (u64)(s / Mmvq<T>::SPB) * QInfo<T>::BYTES +
                            (s % Mmvq<T>::SPB) * (QInfo<T>::BYTES / Mmvq<T>::SPB));
@@ -641,10 +643,10 @@ template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
     float acc[NB];
 #pragma unroll
     for (int r = 0; r < NB; r++) acc[r] = 0.0f;
-    for (u32 s0 = sub * WARP_SIZE + lane; s0 < nsl; s0 += MMVQ_UNROLL * stride) {
-        float t[MMVQ_UNROLL][NB];
+    for (u32 s0 = sub * WARP_SIZE + lane; s0 < nsl; s0 += U * stride) {
+        float t[U][NB];
 #pragma unroll
-        for (int u = 0; u < MMVQ_UNROLL; u++) {
+        for (int u = 0; u < U; u++) {
             const u32 s = min(s0 + u * stride, nsl - 1);
             const u32 blk = s / Mmvq<T>::SPB, sl = s % Mmvq<T>::SPB;
             const u32 e = blk * QInfo<T>::BLOCK;
@@ -654,7 +656,7 @@ template <int T, int NB, bool F> RF_DEVICE void mmvq(const MmvqParams& p) {
                                       p.cols, p.cols / 32, nb, t[u]);
         }
 #pragma unroll
-        for (int u = 0; u < MMVQ_UNROLL; u++)
+        for (int u = 0; u < U; u++)
             if (s0 + u * stride < nsl)
 #pragma unroll
                 for (int r = 0; r < NB; r++) acc[r] += t[u][r];
@@ -780,7 +782,9 @@ template <int T, int NB> RF_DEVICE void mmvqt(const MmvqParams& p) {
     RF_KERNEL void mmvqf1_##s(const MmvqParams p) { mmvq<T, 1, true>(p); } \
     RF_KERNEL void mmvqf4_##s(const MmvqParams p) { mmvq<T, 4, true>(p); } \
     RF_KERNEL void mmvq8_##s(const MmvqParams p) { mmvq<T, 8, false>(p); } \
-    RF_KERNEL void mmvqt4_##s(const MmvqParams p) { mmvqt<T, 4>(p); }
+    RF_KERNEL void mmvqt4_##s(const MmvqParams p) { mmvqt<T, 4>(p); }     \
+    RF_KERNEL void mmvq1x4_##s(const MmvqParams p) { mmvq<T, 1, false, 4>(p); } \
+    RF_KERNEL void mmvqf1x4_##s(const MmvqParams p) { mmvq<T, 1, true, 4>(p); }
 RF_MMVQ(RF_Q4_0, q4_0)
 RF_MMVQ(RF_Q4_1, q4_1)
 RF_MMVQ(RF_Q5_0, q5_0)

@@ -126,6 +126,11 @@ pub struct MemoryRow {
     pub scratch_mib: f64,
     /// Scratch as a percentage of weights + KV cache.
     pub scratch_pct: f64,
+    /// The most scratch held at once during the runs (the pool grows through the first pass of
+    /// a shape, then settles to about that pass's live peak).
+    pub scratch_peak_mib: f64,
+    /// The peak as a percentage of weights + KV cache.
+    pub scratch_peak_pct: f64,
 }
 
 /// llama.cpp's name of `general.file_type`.
@@ -315,15 +320,20 @@ pub fn bench<B: Backend>(
 /// of `kv_blocks` blocks is freed by then: what is held is the weights and the staging buffer,
 /// plus the scratch pools), with the KV cache one run allocates.
 pub fn memory_row<B: Backend>(model: &Model<B>, kv_blocks: usize) -> Option<MemoryRow> {
-    let (plain, scratch) = model.backend().gpu_device()?.memory_use();
+    let dev = model.backend().gpu_device()?;
+    let (plain, scratch) = dev.memory_use();
+    let peak = dev.scratch_peak();
     let c = model.config();
     let kv = (kv_blocks * BLOCK_SIZE) as f64 * kv_bytes_at(c, 1.0);
     let mib = |b: f64| b / (1024.0 * 1024.0);
+    let pct = |b: u64| 100.0 * b as f64 / (plain as f64 + kv).max(1.0);
     Some(MemoryRow {
         weights_mib: mib(plain as f64),
         kv_mib: mib(kv),
         scratch_mib: mib(scratch as f64),
-        scratch_pct: 100.0 * scratch as f64 / (plain as f64 + kv).max(1.0),
+        scratch_pct: pct(scratch),
+        scratch_peak_mib: mib(peak as f64),
+        scratch_peak_pct: pct(peak),
     })
 }
 
@@ -408,8 +418,8 @@ impl device::ModelTask for Task {
                 print!("{}", markdown(&rows));
                 if let Some(m) = &mem {
                     println!(
-                        "\nGPU memory: weights {:.1} MiB, KV cache {:.1} MiB, scratch {:.1} MiB ({:.1}% of weights + KV)",
-                        m.weights_mib, m.kv_mib, m.scratch_mib, m.scratch_pct
+                        "\nGPU memory: weights {:.1} MiB, KV cache {:.1} MiB, scratch {:.1} MiB ({:.1}% of weights + KV; at most {:.1} MiB, {:.1}%, during the runs)",
+                        m.weights_mib, m.kv_mib, m.scratch_mib, m.scratch_pct, m.scratch_peak_mib, m.scratch_peak_pct
                     );
                 }
             }

@@ -75,6 +75,7 @@ impl<B: Backend> Gemma3<B> {
             let a = layer
                 .attn
                 .forward(be, &h, batch, &mut kv.k[il], &mut kv.v[il], &step)?; // [n, n_embd]
+            drop(h); // scratch back early (see llama.rs)
             let mut a = be.rms_norm(&a, &layer.attn_post_norm, eps)?;
             if il + 1 == self.layers.len() {
                 // only the rows whose logits are wanted go on: [n_out, n_embd]
@@ -82,7 +83,9 @@ impl<B: Backend> Gemma3<B> {
                 a = be.get_rows(&a, batch.logits_for)?;
             }
             let h = be.add_rms_norm(&mut x, &a, &layer.ffn_norm, eps)?; // x += a
+            drop(a);
             let f = layer.ffn.forward(be, &h, GluKind::GeGlu)?; // [n, n_embd]
+            drop(h);
             let f = be.rms_norm(&f, &layer.ffn_post_norm, eps)?;
             be.add(&mut x, &f)?;
         }

@@ -78,12 +78,16 @@ impl<B: Backend> Llama<B> {
             let mut a = layer
                 .attn
                 .forward(be, &h, batch, &mut kv.k[il], &mut kv.v[il], &step)?; // [n, n_embd]
+                                                                               // Scratch goes back as soon as it is dead (a shadowed binding would live to the end
+                                                                               // of the iteration and raise the pass's peak on the GPU).
+            drop(h);
             if il + 1 == self.layers.len() {
                 // only the rows whose logits are wanted go on: [n_out, n_embd]
                 x = be.get_rows(&x, batch.logits_for)?;
                 a = be.get_rows(&a, batch.logits_for)?;
             }
             let h = be.add_rms_norm(&mut x, &a, &layer.ffn_norm, c.rms_eps)?; // x += a
+            drop(a);
             pending = Some(layer.ffn.forward(be, &h, GluKind::SwiGlu)?); // [n, n_embd]
         }
         let h = match pending {

@@ -659,7 +659,12 @@ impl Backend for GpuBackend {
                 data.len()
             )));
         }
-        let t = self.out(rows, cols)?;
+        // Plain memory, not scratch: this uploads weights (norm vectors, biases).
+        let t = GpuTensor {
+            buf: self.dev.alloc(rows * cols)?,
+            rows,
+            cols,
+        };
         self.dev.write(&t.buf, 0, data)?;
         Ok(t)
     }

@@ -133,6 +133,10 @@ pub const MMVQ8_PREFIX: &str = "mmvq8";
 /// See [`MMVQ8_PREFIX`]; a quad of lanes per row and 4 vectors per block, for many vectors
 /// (`mmvqt4_q8_0`).
 pub const MMVQT4_PREFIX: &str = "mmvqt4";
+/// See [`MMVQ1_PREFIX`]; 4 slices per lane at a time, for long rows in a small grid.
+pub const MMVQ1X4_PREFIX: &str = "mmvq1x4";
+/// See [`MMVQ1X4_PREFIX`] and [`MMVQF1_PREFIX`].
+pub const MMVQF1X4_PREFIX: &str = "mmvqf1x4";
 /// Tensor-core kernel for many vectors, 32 per block (`mmvqm4_q8_0`; Q8_0 only).
 pub const MMVQM4_PREFIX: &str = "mmvqm4";
 /// See [`MMVQM4_PREFIX`]; 16 vectors per block.

@@ -16,14 +16,16 @@ pub mod cuda;
 pub mod hip;
 pub mod kernels;
 pub mod ops;
+pub mod pool;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{Error, Result};
+use pool::{Pool, PoolBytes, POOL_ALIGN};
 
 /// Which GPU driver a device is opened through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -231,7 +233,7 @@ pub fn open_auto() -> (Option<GpuDevice>, Vec<Rejected>) {
 pub(crate) struct Inner {
     pub(crate) driver: Box<dyn Driver>,
     modules: Mutex<HashMap<&'static str, Arc<Module>>>,
-    /// Freed scratch allocations, reused by `alloc_pooled` (one stream orders every use, so a
+    /// Scratch for eager work, reused by `alloc_pooled` (one stream orders every use, so a
     /// buffer freed while kernels still read it is safe to hand out).
     pool: Arc<Pool>,
     /// Scratch of captured graphs: `alloc_pooled` draws from here while a capture is under way.
@@ -241,59 +243,29 @@ pub(crate) struct Inner {
     capturing: AtomicBool,
     /// Bytes of live plain allocations (weights, caches, staging).
     own_bytes: AtomicU64,
-    /// Bytes allocated for the pools (in use or free).
-    pool_bytes: AtomicU64,
-}
-
-/// Freed device allocations by rounded byte size.
-#[derive(Default)]
-pub(crate) struct Pool {
-    /// Free buffers by their size in bytes.
-    free: Mutex<BTreeMap<usize, Vec<u64>>>,
-}
-
-impl Pool {
-    /// The smallest free buffer of at least `bucket` and at most twice `bucket` bytes, with its
-    /// size (best fit: a pass's activations of many sizes share buffers instead of each size
-    /// keeping its own).
-    fn take(&self, bucket: usize) -> Result<Option<(u64, usize)>> {
-        let mut free = self
-            .free
-            .lock()
-            .map_err(|_| Error::Gpu("allocation pool poisoned".into()))?;
-        let found = free
-            .range_mut(bucket..=bucket.saturating_mul(2))
-            .find_map(|(&size, v)| v.pop().map(|p| (p, size)));
-        Ok(found)
-    }
-
-    /// Frees every pointer held; returns the bytes freed.
-    fn drain(&self, driver: &dyn Driver) -> usize {
-        let mut bytes = 0;
-        if let Ok(mut pool) = self.free.lock() {
-            for (b, ptrs) in std::mem::take(&mut *pool) {
-                for p in ptrs {
-                    // SAFETY: pooled pointers came from alloc and are owned by the pool alone.
-                    unsafe { driver.free(p) }
-                    bytes += b;
-                }
-            }
-        }
-        bytes
-    }
+    /// Bytes allocated for the pools (in use or free), and the most at once.
+    pool_bytes: PoolBytes,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Every buffer holds an Arc<Inner>: by now all pooled pointers are back in their pools.
-        self.pool.drain(self.driver.as_ref());
-        self.graph_pool.drain(self.driver.as_ref());
+        self.pool.drain(self.driver.as_ref(), &self.pool_bytes);
+        self.graph_pool
+            .drain(self.driver.as_ref(), &self.pool_bytes);
     }
 }
 
-/// Pool bucket of a byte size.
+/// Whether `ROCMFORGE_POOL_TRACE=1`: every pooled allocation and release is printed to stderr
+/// (`pool alloc PTR BYTES SIZE GRAPH` / `pool free PTR`), for studying the scratch pools.
+fn pool_trace() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ROCMFORGE_POOL_TRACE").as_deref() == Ok("1"))
+}
+
+/// Pool block size of a byte size.
 fn pool_bucket(bytes: usize) -> usize {
-    bytes.div_ceil(512) * 512
+    bytes.div_ceil(POOL_ALIGN) * POOL_ALIGN
 }
 
 /// A compiled kernel module loaded on one device.
@@ -361,8 +333,8 @@ unsafe impl GpuElem for half::bf16 {}
 enum Home {
     /// Freed.
     Own,
-    /// Returned to a pool (the buffer's allocated size in bytes: at least its length's).
-    Pool(Arc<Pool>, usize),
+    /// Returned to a pool.
+    Pool(Arc<Pool>),
     /// Nothing: a view into memory someone else owns.
     View,
 }
@@ -445,11 +417,18 @@ impl<T: GpuElem> Drop for GpuBuffer<T> {
         }
         match &self.home {
             Home::View => return,
-            Home::Pool(pool, size) => {
-                if let Ok(mut free) = pool.free.lock() {
-                    free.entry(*size).or_default().push(self.ptr);
-                    return;
+            Home::Pool(pool) => {
+                if pool_trace() {
+                    eprintln!("pool free {:#x}", self.ptr);
                 }
+                let capturing = self.dev.capturing.load(Ordering::Relaxed);
+                pool.release(
+                    self.dev.driver.as_ref(),
+                    self.ptr,
+                    &self.dev.pool_bytes,
+                    capturing,
+                );
+                return;
             }
             Home::Own => {}
         }
@@ -493,11 +472,11 @@ impl GpuDevice {
             inner: Arc::new(Inner {
                 driver,
                 modules: Mutex::new(HashMap::new()),
-                pool: Arc::default(),
-                graph_pool: Arc::default(),
+                pool: Arc::new(Pool::new(true)),
+                graph_pool: Arc::new(Pool::new(false)),
                 capturing: AtomicBool::new(false),
                 own_bytes: AtomicU64::new(0),
-                pool_bytes: AtomicU64::new(0),
+                pool_bytes: PoolBytes::default(),
             }),
         })
     }
@@ -570,18 +549,17 @@ impl GpuDevice {
         } else {
             &self.inner.pool
         };
-        let (ptr, size) = match pool.take(b)? {
-            Some(found) => found,
-            None => {
-                let p = self.inner.driver.alloc(b)?;
-                self.inner.pool_bytes.fetch_add(b as u64, Ordering::Relaxed);
-                (p, b)
-            }
-        };
+        let ptr = pool.alloc(self.inner.driver.as_ref(), b, &self.inner.pool_bytes)?;
+        if pool_trace() {
+            eprintln!(
+                "pool alloc {ptr:#x} {b} {b} {}",
+                Arc::ptr_eq(pool, &self.inner.graph_pool) as u8
+            );
+        }
         Ok(GpuBuffer {
             ptr,
             len,
-            home: Home::Pool(pool.clone(), size),
+            home: Home::Pool(pool.clone()),
             dev: self.inner.clone(),
             _t: PhantomData,
         })
@@ -602,21 +580,26 @@ impl GpuDevice {
         }
     }
 
-    /// Frees every pooled scratch buffer not in use (the graphs' scratch stays).
+    /// Frees every scratch segment with nothing in use (the graphs' scratch stays).
     pub fn trim_pool(&self) {
-        let freed = self.inner.pool.drain(self.inner.driver.as_ref());
         self.inner
-            .pool_bytes
-            .fetch_sub(freed as u64, Ordering::Relaxed);
+            .pool
+            .drain(self.inner.driver.as_ref(), &self.inner.pool_bytes);
     }
 
     /// Device memory this device's allocations hold: `(plain, scratch)` bytes, plain being
-    /// weights, KV caches and staging, scratch the pools' activations (in use or free).
+    /// weights, KV caches and staging, scratch the pools' segments (in use or free).
     pub fn memory_use(&self) -> (u64, u64) {
         (
             self.inner.own_bytes.load(Ordering::Relaxed),
-            self.inner.pool_bytes.load(Ordering::Relaxed),
+            self.inner.pool_bytes.held.load(Ordering::Relaxed),
         )
+    }
+
+    /// The most scratch bytes the pools have held at once (the first pass of a shape grows the
+    /// eager pool before it settles; see [`pool`]).
+    pub fn scratch_peak(&self) -> u64 {
+        self.inner.pool_bytes.peak.load(Ordering::Relaxed)
     }
 
     /// Allocates and fills with `data`.

@@ -149,9 +149,7 @@ pub fn matmul_blas(
             // SAFETY: W (f16 rows of cols), X16 and Y extents checked above.
             unsafe { require(driver.gemm(&base)?)? };
         } else {
-            // Rows per chunk: within the scratch bound, a multiple of 64 where that is possible.
-            let fit = (scratch_bytes / (2 * w.cols)).max(1);
-            let chunk = if fit >= 64 { fit / 64 * 64 } else { fit }.min(w.rows);
+            let chunk = chunk_rows(w.rows, w.cols, scratch_bytes);
             let scratch = dev.alloc_pooled::<u16>(chunk * w.cols)?;
             let mut r0 = 0;
             while r0 < w.rows {
@@ -182,6 +180,21 @@ pub fn matmul_blas(
         elementwise(dev, y, tokens * w.rows, EltOp::AddBias(b, w.rows))?;
     }
     Ok(true)
+}
+
+/// Rows per dequantization chunk of a `rows x cols` matrix within `scratch_bytes` of f16: the
+/// fewest chunks that fit, of equal size (a multiple of 64 where that fits), so that no chunk is
+/// a thin remainder (a 384-row tail GEMM costs nearly what a full chunk does).
+fn chunk_rows(rows: usize, cols: usize, scratch_bytes: usize) -> usize {
+    let fit = (scratch_bytes / (2 * cols)).max(1);
+    let chunks = rows.div_ceil(fit).max(1);
+    let even = rows.div_ceil(chunks);
+    let rounded = even.next_multiple_of(64);
+    if rounded <= fit {
+        rounded.min(rows)
+    } else {
+        even
+    }
 }
 
 /// A GEMM refused after the probe accepted: the handle went away (not expected).
@@ -356,4 +369,45 @@ pub fn dequantize_f16(dev: &GpuDevice, w: &QMatrix, out: &GpuBuffer<half::f16>) 
     }
     check_len("dequantize out", out, w.rows * w.cols)?;
     dequant_rows(dev, w.ty, wp, row_bytes, w.rows, w.cols, out.ptr())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_rows;
+
+    #[test]
+    fn chunks_are_even_within_the_bound_and_fewest() {
+        for (rows, cols, bytes) in [
+            (9728, 896, 16 << 20),
+            (9728, 896, 32 << 20),
+            (896, 4864, 16 << 20),
+            (151_936, 896, 32 << 20),
+            (22_016, 4096, 32 << 20),
+            (4096, 11_008, 32 << 20),
+            (1000, 64, 2 * 37 * 64),
+            (5, 1 << 20, 1024),
+        ] {
+            let c = chunk_rows(rows, cols, bytes);
+            let fit = (bytes / (2 * cols)).max(1);
+            let n = rows.div_ceil(c);
+            assert!(
+                c >= 1 && c <= fit,
+                "{rows}x{cols}: chunk {c} over fit {fit}"
+            );
+            assert_eq!(
+                n,
+                rows.div_ceil(fit),
+                "{rows}x{cols}: {n} chunks, not the fewest"
+            );
+            // No thin remainder: the last chunk is short of the others by at most the rounding
+            // to 64 rows of each.
+            let last = rows - (n - 1) * c;
+            assert!(
+                last + 64 * n >= c,
+                "{rows}x{cols}: last chunk {last} of {c}"
+            );
+        }
+        assert_eq!(chunk_rows(9728, 896, 16 << 20), 4864);
+        assert_eq!(chunk_rows(9728, 896, 32 << 20), 9728);
+    }
 }

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::{check_len, dim, QMatrix};
 use crate::backend::gpu::kernels::{
-    self, MATVEC, MATVEC_PREFIX, MMVQ1_PREFIX, MMVQ4_PREFIX, MMVQ8_PREFIX, MMVQF1_PREFIX,
-    MMVQF4_PREFIX, MMVQM2_PREFIX, MMVQM4_PREFIX, MMVQMD4_PREFIX, MMVQS4_PREFIX, MMVQT4_PREFIX,
-    QUANTIZE_Q8_1,
+    self, MATVEC, MATVEC_PREFIX, MMVQ1X4_PREFIX, MMVQ1_PREFIX, MMVQ4_PREFIX, MMVQ8_PREFIX,
+    MMVQF1X4_PREFIX, MMVQF1_PREFIX, MMVQF4_PREFIX, MMVQM2_PREFIX, MMVQM4_PREFIX, MMVQMD4_PREFIX,
+    MMVQS4_PREFIX, MMVQT4_PREFIX, QUANTIZE_Q8_1,
 };
 use crate::backend::gpu::{GpuBuffer, GpuDevice, GpuKind, LaunchConfig};
 use crate::quant::GgmlType;
@@ -161,14 +161,19 @@ fn mmvq_slice(ty: GgmlType) -> Option<usize> {
 }
 
 /// Warps per row: more for few, long rows (so the chip has work), while each lane keeps at least
-/// two slices.
-fn warps_per_row(t: Tuning, rows: usize, slices: usize) -> u32 {
+/// two slices. Q6_K rows in a grid of at most `small_grid` rows take at least 2 (measured on the
+/// H100, batch 1: 4096x11008 20.2 against 23.5 us, 4096x4096 9.1 against 9.4; Q4_K gained
+/// nothing from it). Depends only on the shape and type, as batch invariance requires.
+fn warps_per_row(t: Tuning, ty: GgmlType, rows: usize, slices: usize, small_grid: usize) -> u32 {
     if t.warps_per_row != 0 {
         return t.warps_per_row.clamp(1, 4).next_power_of_two();
     }
     let mut wpr = 1usize;
     while wpr < 4 && rows * wpr * 2 <= t.target_warps as usize && slices >= 64 * wpr {
         wpr *= 2;
+    }
+    if ty == GgmlType::Q6K && rows <= small_grid && slices >= 64 {
+        wpr = wpr.max(2);
     }
     wpr as u32
 }
@@ -262,14 +267,21 @@ fn mmvq(
     // Vectors per block: more share each weight load, but registers bound it; a vector's result
     // is the same whichever (see the kernel), so this is free to follow the batch.
     // (16 measured slower than 8 on the H100: qwen2-0.5b Q8_0 pp512 10.3k vs 12.2k t/s)
-    let mma = mma_variant(dev, t, w, warps_per_row(t, w.rows, w.cols / se), batch);
+    let warp = dev.info().warp_size as usize;
+    // Rows that fill at most one wave of 32 warps per multiprocessor.
+    let small_grid = 32 * (dev.info().multiprocessors as usize).max(1);
+    let wpr = warps_per_row(t, w.ty, w.rows, w.cols / se, small_grid) as usize;
+    let mma = mma_variant(dev, t, w, wpr as u32, batch);
     let nb = match batch {
         _ if mma.is_some() => 8,
         1 => 1,
         2..=4 => 4,
         _ => 8,
     };
-    let wpr = warps_per_row(t, w.rows, w.cols / se) as usize;
+    // One vector, one warp per row, a small grid and at least 4 slices per lane: the `x4`
+    // kernels keep 4 slices' loads in flight per lane instead of 2 (H100, batch 1: Q4_K
+    // 4096x4096 6.3 -> 5.5 us, 4096x11008 15.6 -> 13.1; larger grids lost 2-3%).
+    let long = batch == 1 && wpr == 1 && w.rows <= small_grid && w.cols / se >= 4 * warp;
     let rows_per_block = 4 / wpr;
     // Fused: each block quantizes min(batch, 4) vectors into shared memory.
     let smem = nb.min(batch) * w.cols * 5 / 4;
@@ -320,6 +332,8 @@ fn mmvq(
     let prefix = match (fuse, nb) {
         _ if mma.is_some() => mma.map_or("?", |m| m.0),
         _ if quads => MMVQT4_PREFIX,
+        (false, 1) if long => MMVQ1X4_PREFIX,
+        (true, 1) if long => MMVQF1X4_PREFIX,
         (false, 1) => MMVQ1_PREFIX,
         (false, 4) => MMVQ4_PREFIX,
         (false, _) => MMVQ8_PREFIX,
@@ -327,7 +341,6 @@ fn mmvq(
         (true, _) => MMVQF4_PREFIX,
     };
     let k = dev.kernel(&MATVEC, &format!("{prefix}_{suffix}"))?;
-    let warp = dev.info().warp_size as usize;
     let mut p = MmvqParams {
         w: wp,
         xq,
