@@ -795,3 +795,230 @@ RF_MMVQ(RF_Q3_K, q3_k)
 RF_MMVQ(RF_Q4_K, q4_k)
 RF_MMVQ(RF_Q5_K, q5_k)
 RF_MMVQ(RF_Q6_K, q6_k)
+
+// ---------------------------------------------------------------------------------------------
+// Many vectors, batch-invariantly fast on tensor cores ("mmvqm"): every output gets exactly
+// mmvq's float operations (as mmvqt), but a slice's integer sums for 16 rows x 8 vectors come
+// from one int8 MMA (mma.sync m16n8k32: one 32-wide slice = one Q8_1 block of x). Integer sums
+// are exact, so how they are computed does not matter; the float order does and is mmvq's:
+// term per slice = the type's dot expression, chain c = k * WARP_SIZE + l (sub-warp k, lane l)
+// = sequential sum of the terms of slices c, c + stride, ..., the 32 chains of a sub-warp summed
+// by the xor butterfly (distances 16 .. 1), the sub-warps' sums in order, then + bias.
+// Layout: 4 warps compute 16 rows x 8 * NT vectors. Each thread holds the same 4 outputs of every
+// 16 x 8 tile (MMA accumulator layout: rows g, g + 8, vectors 2t, 2t + 1; g = lane / 4,
+// t = lane % 4). Warp w takes the chains c = 4 m + w of a sub-warp, in bit-reversed m order
+// merged like a binary counter (the butterfly levels of distance 16, 8, 4 in-thread, as in
+// mmvqt); the 4 warps' sums meet in shared memory for the levels of distance 2 and 1:
+// (P0 + P2) + (P1 + P3). The MMA's k order is free (the sum is exact): thread t feeds the
+// weights and x of k in [8t, 8t + 8), so x is one aligned 8-byte load per vector. The MMA starts
+// from the bit pattern of 1.5 * 2^23, so its int32 result read as a float is 1.5 * 2^23 + isum
+// exactly (|isum| <= 32 * 127 * 128 < 2^22) and one subtraction gives (float)isum.
+// SUBW (1 or 4): that many groups of 4 warps take sub-warps side by side (blocks of 4 SUBW
+// warps; for long rows with 4 sub-warps, which 4 warps would run one after the other), their
+// sums added in sub-warp order. Each block first asks L2 for its whole 16-row weight tile.
+// Without MMA (HIP, before sm_80; the `mmvqd4` check everywhere) the same isums come from dp4a.
+// x pre-quantized (quantize_q8_1). 1-D grid: row blocks x `groups` vector groups, group fastest.
+// Measured on the H100 and dropped (docs/PERFORMANCE.md): operands loaded a slice ahead, and
+// weight tile + x staged in shared memory first (both slower).
+#define MMVQM_WARPS 4
+#define MMVQM_LOG 3  // log2 of the chains per warp and sub-warp (WARP_SIZE / MMVQM_WARPS = 8)
+#define MMVQM_BIAS 0x4B400000
+#define MMVQM_BIASF 12582912.0f
+
+template <int T> struct Mmvqm;
+template <> struct Mmvqm<RF_Q8_0> {
+    // Row block b: its scale and the weights of k in [8t, 8t + 8) as two words of int8.
+    static RF_DEVICE_SPEC float load(const u8* b, int t, int* q) {
+        rf_ld_run<2>(b + 2 + 8 * t, q);
+        return rf_h2f(rf_ld_u16(b));
+    }
+    // All 32 weights (the dp4a path).
+    static RF_DEVICE_SPEC float load_all(const u8* b, int* q) {
+        rf_ld_run<8>(b + 2, q);
+        return rf_h2f(rf_ld_u16(b));
+    }
+    // One slice's term, as Mmvq<RF_Q8_0>::dot writes it into a zeroed accumulator.
+    static RF_DEVICE_SPEC float term(float d, float xd, float s) {
+        float t = 0.0f;
+        t += d * xd * s;
+        return t;
+    }
+};
+
+template <int T, int NT, int SUBW, bool MMA> RF_DEVICE void mmvqm(const MmvqParams& p) {
+    RF_PDL_WAIT();
+#if WARP_SIZE == 32
+#if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
+    constexpr bool use_mma = MMA;
+#else
+    constexpr bool use_mma = false;
+#endif
+    __shared__ float part[SUBW][MMVQM_WARPS][NT * 4][WARP_SIZE];
+    __shared__ float rsum[SUBW > 1 ? SUBW : 1][NT * 4][WARP_SIZE];
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int warp = (threadIdx.x / WARP_SIZE) % MMVQM_WARPS, sg = threadIdx.x / (WARP_SIZE * MMVQM_WARPS);
+    const int g = lane >> 2, t = lane & 3;
+    const u32 groups = p.groups ? p.groups : 1;
+    const u32 rblk = blockIdx.x / groups, grp = blockIdx.x % groups;
+    const u32 row0 = rblk * 16;
+    {
+        const u8* base = p.w + (u64)row0 * p.row_bytes;
+        const u32 bytes = (min(row0 + 16, p.rows) - row0) * (u32)p.row_bytes;
+        for (u32 o = threadIdx.x * 128; o < bytes; o += blockDim.x * 128) rf_prefetch_l2(base + o);
+    }
+    const u8* wa = p.w + (u64)min(row0 + g, p.rows - 1) * p.row_bytes;
+    const u8* wb = p.w + (u64)min(row0 + g + 8, p.rows - 1) * p.row_bytes;
+    const u32 v0 = grp * (8 * NT);
+    const u32 nsl = p.cols / 32;
+    const u32 wpr = p.warps_per_row;
+    const u32 stride = WARP_SIZE * wpr;
+    // x of this thread's B-fragment vectors (v0 + 8 j + g) and its outputs' vectors
+    // (v0 + 8 j + 2 t + e), clamped to the last vector (their results are not stored), as 32-bit
+    // element offsets from p.xq / p.xds (fewer registers than pointers).
+    u32 xb[NT], xd[NT][2];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        xb[j] = min(v0 + 8 * j + g, p.n - 1) * p.cols + 8 * t;
+#pragma unroll
+        for (int e = 0; e < 2; e++) xd[j][e] = min(v0 + 8 * j + 2 * t + e, p.n - 1) * nsl;
+    }
+    float total[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) total[i] = 0.0f;
+    for (u32 sub0 = 0; sub0 < wpr; sub0 += SUBW) {
+        const u32 sub = sub0 + sg;  // >= wpr: this group idles (uniform per warp)
+        float stk[MMVQM_LOG][NT][4];
+        float cur[NT][4];
+#pragma unroll
+        for (int k = 0; k < (1 << MMVQM_LOG); k++) {
+            int m = 0;  // k bit-reversed
+#pragma unroll
+            for (int b = 0; b < MMVQM_LOG; b++) m |= ((k >> b) & 1) << (MMVQM_LOG - 1 - b);
+            const u32 c = sub * WARP_SIZE + MMVQM_WARPS * m + warp;
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) cur[j][i] = 0.0f;
+            for (u32 s = c; sub < wpr && s < nsl; s += stride) {
+                const u64 off = (u64)s * QInfo<T>::BYTES;
+                int acc[NT][4];
+                float da, db;
+                if (use_mma) {
+                    int qa[2], qb[2];
+                    da = Mmvqm<T>::load(wa + off, t, qa);
+                    db = Mmvqm<T>::load(wb + off, t, qb);
+#pragma unroll
+                    for (int j = 0; j < NT; j++) {
+                        const int2 xv = *(const int2*)(p.xq + xb[j] + 32 * s);
+#if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
+                        asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
+                            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+                            : "=r"(acc[j][0]), "=r"(acc[j][1]), "=r"(acc[j][2]), "=r"(acc[j][3])
+                            : "r"(qa[0]), "r"(qb[0]), "r"(qa[1]), "r"(qb[1]), "r"(xv.x), "r"(xv.y),
+                              "r"(MMVQM_BIAS));
+#else
+                        (void)xv;
+#endif
+                    }
+                } else {
+                    int qa[8], qb[8];
+                    da = Mmvqm<T>::load_all(wa + off, qa);
+                    db = Mmvqm<T>::load_all(wb + off, qb);
+#pragma unroll
+                    for (int j = 0; j < NT; j++) {
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            const u32 v = min(v0 + 8 * j + 2 * t + e, p.n - 1);
+                            const i8* xp = p.xq + (u64)v * p.cols + 32 * s;
+                            int x[8];
+                            rf_ld_x16(xp, x);
+                            rf_ld_x16(xp + 16, x + 4);
+                            int sa = 0, sb = 0;
+#pragma unroll
+                            for (int i = 0; i < 8; i++) {
+                                sa = rf_dp4a(qa[i], x[i], sa);
+                                sb = rf_dp4a(qb[i], x[i], sb);
+                            }
+                            acc[j][e] = sa + MMVQM_BIAS;
+                            acc[j][2 + e] = sb + MMVQM_BIAS;
+                        }
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    const float x0 = p.xds[xd[j][0] + s].x, x1 = p.xds[xd[j][1] + s].x;
+                    cur[j][0] += Mmvqm<T>::term(da, x0, __int_as_float(acc[j][0]) - MMVQM_BIASF);
+                    cur[j][1] += Mmvqm<T>::term(da, x1, __int_as_float(acc[j][1]) - MMVQM_BIASF);
+                    cur[j][2] += Mmvqm<T>::term(db, x0, __int_as_float(acc[j][2]) - MMVQM_BIASF);
+                    cur[j][3] += Mmvqm<T>::term(db, x1, __int_as_float(acc[j][3]) - MMVQM_BIASF);
+                }
+            }
+            // Binary counter: merge with the stacked sums while k's low bits are ones.
+#pragma unroll
+            for (int l = 0; l < MMVQM_LOG; l++) {
+                if (((k >> l) & 1) == 0) {
+#pragma unroll
+                    for (int j = 0; j < NT; j++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++) stk[l][j][i] = cur[j][i];
+                    break;
+                }
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) cur[j][i] = stk[l][j][i] + cur[j][i];
+            }
+        }
+        // cur: this warp's chains' sum (levels 16, 8, 4); levels 2 and 1 across the warps.
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) part[sg][warp][4 * j + i][lane] = cur[j][i];
+        __syncthreads();
+        // Warp `warp` < NT of each group finishes tile `warp` (outputs 4 warp .. 4 warp + 3 of
+        // `lane`); with NT == 2, warps 2 and 3 idle here.
+        if (warp < NT) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int o = 4 * warp + i;
+                const float r = (part[sg][0][o][lane] + part[sg][2][o][lane]) +
+                                (part[sg][1][o][lane] + part[sg][3][o][lane]);
+                if (SUBW == 1)
+                    total[i] = wpr > 1 ? total[i] + r : r;
+                else
+                    rsum[sg][o][lane] = r;
+            }
+        }
+        __syncthreads();
+        if (SUBW > 1 && sg == 0 && warp < NT) {
+            // the sub-warps' sums in order (the next write of rsum is behind the next barrier)
+#pragma unroll
+            for (int q = 0; q < SUBW; q++)
+                if (sub0 + q < wpr)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const float r = rsum[q][4 * warp + i][lane];
+                        total[i] = wpr > 1 ? total[i] + r : r;
+                    }
+        }
+    }
+    if (sg == 0 && warp < NT) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const u32 row = row0 + g + 8 * (i >> 1);
+            const u32 v = v0 + 8 * warp + 2 * t + (i & 1);
+            if (row < p.rows && v < p.n)
+                p.y[(u64)v * p.y_stride + row] = total[i] + (p.bias ? p.bias[row] : 0.0f);
+        }
+    }
+#endif
+}
+
+// mmvqm4: 32 vectors per block, mmvqm2: 16; mmvqs4: mmvqm4 with the 4 sub-warps of long rows
+// side by side (16 warps per block); mmvqd4: mmvqm4 with dp4a instead of MMA (checks).
+#define RF_MMVQM(T, s)                                                                              \
+    RF_KERNEL void __launch_bounds__(128, 4) mmvqm4_##s(const MmvqParams p) { mmvqm<T, 4, 1, true>(p); } \
+    RF_KERNEL void mmvqm2_##s(const MmvqParams p) { mmvqm<T, 2, 1, true>(p); }                      \
+    RF_KERNEL void __launch_bounds__(512) mmvqs4_##s(const MmvqParams p) { mmvqm<T, 4, 4, true>(p); }    \
+    RF_KERNEL void mmvqd4_##s(const MmvqParams p) { mmvqm<T, 4, 1, false>(p); }
+RF_MMVQM(RF_Q8_0, q8_0)

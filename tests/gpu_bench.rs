@@ -476,3 +476,160 @@ fn mmvq_kernel_variants() {
         println!("  {l}");
     }
 }
+
+/// Batch-invariant batched decoding: the products of one decode step of qwen2-0.5b Q8_0 (as the
+/// GPU backend stacks them: q|k|v 1152x896, o 896x896, gate|up 9728x896, down 896x4864, output
+/// 151936x896; 24 distinct matrices per layer shape, so L2 cannot serve repeats) over many
+/// vectors, by kernel: `MM_VARIANTS` (comma-separated; default `quad,mma,m4,m2`): `quad` the quad
+/// kernel (`mmvqt`), `v8` the 8-vector kernel, `mma` the tensor-core kernel as dispatched, `m4` /
+/// `m2` / `d4` with 32 / 16 vectors per block / its dp4a twin at any batch, `s4` its 16-warp
+/// blocks (sub-warps side by side). `MM_BATCH` (default
+/// `8,64,128`). Each variant's outputs are compared bit for bit with the first variant's (all
+/// must compute the same float operations).
+#[test]
+#[ignore]
+fn invariant_batched_matvec() {
+    let Some(dev) = gpu_util::device("invariant_batched_matvec") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("invariant_batched_matvec");
+    println!("{}", dev.info());
+    let shapes = [
+        (1152usize, 896usize, 24usize),
+        (896, 896, 24),
+        (9728, 896, 24),
+        (896, 4864, 24),
+        (151_936, 896, 1),
+    ];
+    let ty = GgmlType::Q8_0;
+    let mats: Vec<Vec<GpuBuffer<u8>>> = shapes
+        .iter()
+        .map(|&(rows, cols, count)| {
+            (0..count)
+                .map(|_| {
+                    dev.upload(&random_weights(&mut rng, ty, rows, cols))
+                        .unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    let variants = std::env::var("MM_VARIANTS").unwrap_or_else(|_| "quad,mma,m4,m2".into());
+    let batches: Vec<usize> = std::env::var("MM_BATCH")
+        .unwrap_or_else(|_| "8,64,128".into())
+        .split(',')
+        .map(|b| b.parse().expect("MM_BATCH"))
+        .collect();
+    let maxc = shapes.iter().map(|s| s.1).max().unwrap();
+    let maxr = shapes.iter().map(|s| s.0).max().unwrap();
+    let mut summary = Vec::new();
+    for &batch in &batches {
+        let x = dev
+            .upload(&gpu_util::randn(&mut rng, batch * maxc, 1.0))
+            .unwrap();
+        let y = dev.alloc::<f32>(batch * maxr).unwrap();
+        let mut reference: Vec<Option<Vec<f32>>> = vec![None; shapes.len()];
+        for v in variants.split(',') {
+            let d = Tuning::default();
+            let t = match v {
+                "quad" => Tuning { mma: 0, ..d },
+                "v8" => Tuning {
+                    mma: 0,
+                    quad: false,
+                    ..d
+                },
+                "mma" => d,
+                "m4" => Tuning {
+                    mma: 2,
+                    mma_min_batch: 1,
+                    ..d
+                },
+                "m2" => Tuning {
+                    mma: 3,
+                    mma_min_batch: 1,
+                    ..d
+                },
+                "d4" => Tuning {
+                    mma: 4,
+                    mma_min_batch: 1,
+                    ..d
+                },
+                "s4" => Tuning {
+                    mma: 5,
+                    mma_min_batch: 1,
+                    ..d
+                },
+                _ => panic!("unknown variant {v}"),
+            };
+            set_tuning(t);
+            let mut step = 0.0;
+            let mut line = format!("b{batch:<4} {v:>5}:");
+            for (si, &(rows, cols, count)) in shapes.iter().enumerate() {
+                let run = || {
+                    for b in &mats[si] {
+                        let w = QMatrix {
+                            data: b,
+                            offset: 0,
+                            ty,
+                            rows,
+                            cols,
+                        };
+                        matvec(&dev, &w, &x, None, &y, batch).unwrap();
+                    }
+                };
+                dev.memset(&y, 0xff).unwrap();
+                run();
+                dev.synchronize().unwrap();
+                let got = dev.download(&y).unwrap()[..batch * rows].to_vec();
+                let same = match &reference[si] {
+                    None => {
+                        reference[si] = Some(got);
+                        "ref".to_string()
+                    }
+                    Some(r) => {
+                        let bad = r
+                            .iter()
+                            .zip(&got)
+                            .filter(|(a, b)| a.to_bits() != b.to_bits())
+                            .count();
+                        if bad == 0 {
+                            "same".to_string()
+                        } else {
+                            format!("DIFF {bad}")
+                        }
+                    }
+                };
+                dev.begin_capture().unwrap();
+                run();
+                let g = dev.end_capture().unwrap();
+                g.launch().unwrap();
+                dev.synchronize().unwrap();
+                let reps = 5;
+                let t0 = Instant::now();
+                for _ in 0..reps {
+                    g.launch().unwrap();
+                }
+                dev.synchronize().unwrap();
+                let per = t0.elapsed().as_secs_f64() / (reps * count) as f64;
+                let per_step = per * if rows == 151_936 { 1.0 } else { 24.0 };
+                step += per_step;
+                let macs = (rows * cols * batch) as f64;
+                line += &format!(
+                    "  {rows}x{cols} {:8.1} us {:5.1} TMAC/s {same}",
+                    per * 1e6,
+                    macs / per / 1e12
+                );
+            }
+            println!("{line}");
+            summary.push(format!(
+                "b{batch} {v}: products of one step {:.3} ms = {:.3} ms per 8 tokens",
+                step * 1e3,
+                step * 1e3 * 8.0 / batch as f64
+            ));
+        }
+    }
+    set_tuning(Tuning::default());
+    println!("summary:");
+    for l in summary {
+        println!("  {l}");
+    }
+}

@@ -19,18 +19,20 @@ use rocmforge::backend::gpu::GpuDevice;
 use rocmforge::backend::Backend;
 use rocmforge::model::{Batch, Model, SeqSlot};
 
-fn run(dev: &GpuDevice, w: &QMatrix, x: &[f32], batch: usize) -> Vec<f32> {
+fn run(dev: &GpuDevice, w: &QMatrix, x: &[f32], bias: &[f32], batch: usize) -> Vec<f32> {
     let xb = dev.upload(x).unwrap();
+    let bb = dev.upload(bias).unwrap();
     let yb = dev.alloc::<f32>(batch * w.rows).unwrap();
     dev.memset(&yb, 0xff).unwrap();
-    matvec(dev, w, &xb, None, &yb, batch).unwrap();
+    matvec(dev, w, &xb, Some(&bb), &yb, batch).unwrap();
     dev.download(&yb).unwrap()
 }
 
 /// Every row of a product over 1..=70 vectors (so 1, 4 and 8 vectors per block, one and many
-/// vector groups, and the quad kernel) equals the product of that vector alone, bit for bit.
-/// (The model test beside this one may run while the knob is switched: both kernels must give
-/// the same bits, so it holds either way.)
+/// vector groups, the quad kernel and, for Q8_0 on CUDA sm_80+, the tensor-core kernel with 16
+/// and 32 vectors per block and its dp4a twin) equals the product of that vector alone, bit for
+/// bit. (The model test beside this one may run while the knobs are switched: all kernels must
+/// give the same bits, so it holds either way.)
 #[test]
 fn matvec_rows_do_not_depend_on_the_batch() {
     let Some(dev) = gpu_util::device("matvec_rows_do_not_depend_on_the_batch") else {
@@ -38,10 +40,23 @@ fn matvec_rows_do_not_depend_on_the_batch() {
     };
     let mut rng = gpu_util::rng("matvec_rows_do_not_depend_on_the_batch");
     let default = mv::tuning();
+    // `INV_TYPES=q8_0,q4_k` narrows the run (e.g. under compute-sanitizer).
+    let only = std::env::var("INV_TYPES").ok();
     for ty in GPU_TYPES {
+        let suffix = rocmforge::backend::gpu::kernels::type_suffix(ty).unwrap_or("?");
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|s| s == suffix))
+        {
+            continue;
+        }
         let be = ty.block_elems().max(32);
         // short rows (one warp per row), long rows (several warps per row), a ragged row block
-        for (rows, cols) in [(67, 2 * be), (9, 11008 / be * be), (301, 1024.max(be))] {
+        let mut shapes = vec![(67, 2 * be), (9, 11008 / be * be), (301, 1024.max(be))];
+        if ty == rocmforge::quant::GgmlType::Q8_0 {
+            shapes.push((77, 896)); // qwen2-0.5b's row length
+        }
+        for (rows, cols) in shapes {
             let (bytes, _) = random_matrix(&mut rng, ty, rows, cols);
             let wb = dev.upload(&bytes).unwrap();
             let w = QMatrix {
@@ -53,24 +68,57 @@ fn matvec_rows_do_not_depend_on_the_batch() {
             };
             let n = 70;
             let x = randn(&mut rng, n * cols, 1.0);
+            let bias = randn(&mut rng, rows, 1.0);
             let alone: Vec<Vec<f32>> = (0..n)
-                .map(|b| run(&dev, &w, &x[b * cols..(b + 1) * cols], 1))
+                .map(|b| run(&dev, &w, &x[b * cols..(b + 1) * cols], &bias, 1))
                 .collect();
-            // (batch, quad kernel allowed): 5 and 8 take the 8-vector kernel, 13 and 70 the quad
-            // kernel or, with it off, several groups of the 8-vector kernel
-            for (batch, quad) in [
-                (2, true),
-                (3, true),
-                (4, true),
-                (5, true),
-                (8, true),
-                (13, true),
-                (70, true),
-                (70, false),
-            ] {
-                mv::set_tuning(mv::Tuning { quad, ..default });
+            // (batch, quad kernel allowed, tensor-core kernel mode, its smallest batch): 5 and 8
+            // take the 8-vector kernel, 13 and 70 the quad kernel or, with it off, several groups
+            // of the 8-vector kernel; the tensor-core kernel (Q8_0) from 2 vectors, one partial
+            // group or several: by shape (1), 32 (2) or 16 (3) vectors per block, its dp4a twin
+            // (4), sub-warps side by side (5)
+            let mut cases = vec![
+                (2, true, 0, 9),
+                (3, true, 0, 9),
+                (4, true, 0, 9),
+                (5, true, 0, 9),
+                (8, true, 0, 9),
+                (13, true, 0, 9),
+                (70, true, 0, 9),
+                (70, false, 0, 9),
+            ];
+            if ty == rocmforge::quant::GgmlType::Q8_0 {
+                cases.extend([
+                    (2, true, 2, 2),
+                    (8, true, 3, 2),
+                    (8, true, 1, 1),
+                    (9, true, 1, 9),
+                    (13, true, 3, 9),
+                    (33, true, 2, 9),
+                    (70, true, 1, 9),
+                    (70, true, 2, 9),
+                    (70, true, 3, 9),
+                    (70, true, 4, 9),
+                    (13, true, 5, 9),
+                    (33, true, 5, 9),
+                    (70, true, 5, 9),
+                ]);
+            }
+            for (batch, quad, mma, mma_min_batch) in cases {
+                mv::set_tuning(mv::Tuning {
+                    quad,
+                    mma,
+                    mma_min_batch,
+                    ..default
+                });
                 let first = rng.gen_range(0..=n - batch);
-                let got = run(&dev, &w, &x[first * cols..(first + batch) * cols], batch);
+                let got = run(
+                    &dev,
+                    &w,
+                    &x[first * cols..(first + batch) * cols],
+                    &bias,
+                    batch,
+                );
                 mv::set_tuning(default);
                 for b in 0..batch {
                     let row = &got[b * rows..(b + 1) * rows];
@@ -78,8 +126,8 @@ fn matvec_rows_do_not_depend_on_the_batch() {
                     for (r, (g, a)) in row.iter().zip(want).enumerate() {
                         assert!(
                             g == a,
-                            "{ty} {rows}x{cols}: vector {} of a batch of {batch} (quad {quad}), \
-                             row {r}: {g} alone {a}",
+                            "{ty} {rows}x{cols}: vector {} of a batch of {batch} (quad {quad}, \
+                             mma {mma}), row {r}: {g} alone {a}",
                             first + b
                         );
                     }

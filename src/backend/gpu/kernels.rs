@@ -137,6 +137,14 @@ pub const MMVQT4_PREFIX: &str = "mmvqt4";
 pub const MMVQ1X4_PREFIX: &str = "mmvq1x4";
 /// See [`MMVQ1X4_PREFIX`] and [`MMVQF1_PREFIX`].
 pub const MMVQF1X4_PREFIX: &str = "mmvqf1x4";
+/// Tensor-core kernel for many vectors, 32 per block (`mmvqm4_q8_0`; Q8_0 only).
+pub const MMVQM4_PREFIX: &str = "mmvqm4";
+/// See [`MMVQM4_PREFIX`]; 16 vectors per block.
+pub const MMVQM2_PREFIX: &str = "mmvqm2";
+/// See [`MMVQM4_PREFIX`]; the 4 sub-warps of long rows side by side, 16 warps per block.
+pub const MMVQS4_PREFIX: &str = "mmvqs4";
+/// See [`MMVQM4_PREFIX`]; the same with dp4a instead of MMA (a check).
+pub const MMVQMD4_PREFIX: &str = "mmvqd4";
 /// See [`MATVEC_PREFIX`].
 pub const MATMUL_PREFIX: &str = "matmul";
 /// See [`MATVEC_PREFIX`].

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::{check_len, dim, QMatrix};
 use crate::backend::gpu::kernels::{
     self, MATVEC, MATVEC_PREFIX, MMVQ1X4_PREFIX, MMVQ1_PREFIX, MMVQ4_PREFIX, MMVQ8_PREFIX,
-    MMVQF1X4_PREFIX, MMVQF1_PREFIX, MMVQF4_PREFIX, MMVQT4_PREFIX, QUANTIZE_Q8_1,
+    MMVQF1X4_PREFIX, MMVQF1_PREFIX, MMVQF4_PREFIX, MMVQM2_PREFIX, MMVQM4_PREFIX, MMVQMD4_PREFIX,
+    MMVQS4_PREFIX, MMVQT4_PREFIX, QUANTIZE_Q8_1,
 };
-use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
+use crate::backend::gpu::{GpuBuffer, GpuDevice, GpuKind, LaunchConfig};
 use crate::quant::GgmlType;
 use crate::{Error, Result};
 
@@ -74,6 +75,14 @@ pub struct Tuning {
     pub fuse_rows: u32,
     /// Over [`QUAD_MIN_BATCH`] vectors, take the quad kernel (else the 8-vector one).
     pub quad: bool,
+    /// From `mma_min_batch` vectors, Q8_0 weights on CUDA sm_80+ take the tensor-core kernel
+    /// (`mmvqm`, same float operations as the others): 0 never, 1 by shape (then also 8
+    /// vectors on large matrices of short rows), 2 always 32 vectors per block (`mmvqm4`), 3
+    /// always 16 (`mmvqm2`), 4 its dp4a twin (`mmvqd4`, a check), 5 always the 16-warp blocks
+    /// of 32 vectors (`mmvqs4`). `ROCMFORGE_MMA=N` overrides it process-wide.
+    pub mma: u32,
+    /// See [`Tuning::mma`].
+    pub mma_min_batch: u32,
 }
 
 /// Batches above this many vectors may take the quad kernel ([`Tuning::quad`]).
@@ -92,6 +101,8 @@ impl Default for Tuning {
             fuse: 1,
             fuse_rows: 16384,
             quad: true,
+            mma: 1,
+            mma_min_batch: 9,
         }
     }
 }
@@ -103,6 +114,8 @@ static TUNE_TARGET: AtomicU32 = AtomicU32::new(4096);
 static TUNE_FUSE: AtomicU32 = AtomicU32::new(1);
 static TUNE_FUSE_ROWS: AtomicU32 = AtomicU32::new(16384);
 static TUNE_QUAD: AtomicU32 = AtomicU32::new(1);
+static TUNE_MMA: AtomicU32 = AtomicU32::new(1);
+static TUNE_MMA_MIN: AtomicU32 = AtomicU32::new(9);
 
 /// Sets the knobs of [`Tuning`] process-wide (benchmarks compare variants with it).
 pub fn set_tuning(t: Tuning) {
@@ -112,6 +125,8 @@ pub fn set_tuning(t: Tuning) {
     TUNE_FUSE.store(t.fuse, Ordering::Relaxed);
     TUNE_FUSE_ROWS.store(t.fuse_rows, Ordering::Relaxed);
     TUNE_QUAD.store(t.quad as u32, Ordering::Relaxed);
+    TUNE_MMA.store(t.mma, Ordering::Relaxed);
+    TUNE_MMA_MIN.store(t.mma_min_batch, Ordering::Relaxed);
 }
 
 /// The knobs in force.
@@ -123,6 +138,8 @@ pub fn tuning() -> Tuning {
         fuse: TUNE_FUSE.load(Ordering::Relaxed),
         fuse_rows: TUNE_FUSE_ROWS.load(Ordering::Relaxed),
         quad: TUNE_QUAD.load(Ordering::Relaxed) != 0,
+        mma: TUNE_MMA.load(Ordering::Relaxed),
+        mma_min_batch: TUNE_MMA_MIN.load(Ordering::Relaxed),
     }
 }
 
@@ -161,6 +178,78 @@ fn warps_per_row(t: Tuning, ty: GgmlType, rows: usize, slices: usize, small_grid
     wpr as u32
 }
 
+/// Rows per block of the tensor-core kernel (`mmvqm`; its blocks are 4 warps).
+const MMVQM_ROWS: usize = 16;
+
+/// The tensor-core kernel for this product, if it takes it: (kernel prefix, vectors per block,
+/// warps per block).
+fn mma_variant(
+    dev: &GpuDevice,
+    t: Tuning,
+    w: &QMatrix,
+    wpr: u32,
+    batch: usize,
+) -> Option<(&'static str, usize, usize)> {
+    let info = dev.info();
+    let sm = info
+        .arch
+        .strip_prefix("sm_")
+        .and_then(|a| {
+            a.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap_or(0);
+    // `ROCMFORGE_MMA=N` overrides the knob process-wide (A/B runs of whole programs).
+    static ENV: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let mode = ENV
+        .get_or_init(|| {
+            std::env::var("ROCMFORGE_MMA")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(t.mma);
+    // By shape, 8 vectors (the 8-vector kernel's batch) take it only for large matrices of
+    // short rows (H100, qwen2-0.5b shapes at 8 vectors: 9728x896 9.8 vs 17.4 us, 151936x896
+    // 83 vs 197 us; 896x896 6.1 vs 5.5 us).
+    let min_batch = if mode == 1 && w.rows >= 4096 && wpr == 1 {
+        (t.mma_min_batch as usize).min(8)
+    } else {
+        t.mma_min_batch as usize
+    };
+    if mode == 0
+        || batch < min_batch
+        || w.ty != GgmlType::Q8_0
+        || info.kind != GpuKind::Cuda
+        || sm < 80
+        || info.warp_size != 32
+    {
+        return None;
+    }
+    Some(match mode {
+        2 => (MMVQM4_PREFIX, 32, 4),
+        3 => (MMVQM2_PREFIX, 16, 4),
+        4 => (MMVQMD4_PREFIX, 32, 4),
+        5 => (MMVQS4_PREFIX, 32, 16),
+        // by shape (H100, qwen2-0.5b Q8_0 shapes at 64 and 128 vectors): rows of 4 sub-warps
+        // take them side by side (896x4864: 15.9 / 27.1 us against 25.0 / 32.4 with 16 vectors
+        // per block), 32 vectors per block where that leaves 4 blocks per multiprocessor
+        // (9728x896: 22.7 / 37.3 us against 27.9 / 48.5), else 16
+        _ => {
+            let wide = batch > 16
+                && w.rows.div_ceil(MMVQM_ROWS) * batch.div_ceil(32)
+                    >= 4 * info.multiprocessors as usize;
+            if wpr == 4 {
+                (MMVQS4_PREFIX, 32, 16)
+            } else if wide {
+                (MMVQM4_PREFIX, 32, 4)
+            } else {
+                (MMVQM2_PREFIX, 16, 4)
+            }
+        }
+    })
+}
+
 /// The integer path: quantize x to Q8_1 in pooled scratch, then dot.
 /// Shapes already checked by [`matvec`]; `se` is [`mmvq_slice`] of the type.
 fn mmvq(
@@ -178,15 +267,17 @@ fn mmvq(
     // Vectors per block: more share each weight load, but registers bound it; a vector's result
     // is the same whichever (see the kernel), so this is free to follow the batch.
     // (16 measured slower than 8 on the H100: qwen2-0.5b Q8_0 pp512 10.3k vs 12.2k t/s)
-    let nb = match batch {
-        1 => 1,
-        2..=4 => 4,
-        _ => 8,
-    };
     let warp = dev.info().warp_size as usize;
     // Rows that fill at most one wave of 32 warps per multiprocessor.
     let small_grid = 32 * (dev.info().multiprocessors as usize).max(1);
     let wpr = warps_per_row(t, w.ty, w.rows, w.cols / se, small_grid) as usize;
+    let mma = mma_variant(dev, t, w, wpr as u32, batch);
+    let nb = match batch {
+        _ if mma.is_some() => 8,
+        1 => 1,
+        2..=4 => 4,
+        _ => 8,
+    };
     // One vector, one warp per row, a small grid and at least 4 slices per lane: the `x4`
     // kernels keep 4 slices' loads in flight per lane instead of 2 (H100, batch 1: Q4_K
     // 4096x4096 6.3 -> 5.5 us, 4096x11008 15.6 -> 13.1; larger grids lost 2-3%).
@@ -230,11 +321,16 @@ fn mmvq(
     };
     // Over 8 vectors: the quad kernel (same float operations, `mmvqt` in matvec.cu), which
     // needs x pre-quantized (fuse is false for nb 8) and holds WARP_SIZE rows per block.
-    let quads = batch > QUAD_MIN_BATCH && t.quad;
+    let quads = batch > QUAD_MIN_BATCH && t.quad && mma.is_none();
     // Measured on the H100 (qwen2-0.5b Q8_0, batch-invariant pp512 / 64 sequences decoding):
     // 4 vectors and 2 warps per block 19.3k / 10.2k t/s; 8 and 4 warps 17.5k / 8.3k.
-    let nb = if quads { QUAD_VECTORS } else { nb };
+    let nb = match mma {
+        Some((_, v, _)) => v,
+        None if quads => QUAD_VECTORS,
+        None => nb,
+    };
     let prefix = match (fuse, nb) {
+        _ if mma.is_some() => mma.map_or("?", |m| m.0),
         _ if quads => MMVQT4_PREFIX,
         (false, 1) if long => MMVQ1X4_PREFIX,
         (true, 1) if long => MMVQF1X4_PREFIX,
@@ -260,7 +356,9 @@ fn mmvq(
         warps_per_row: wpr as u32,
         groups: 0,
     };
-    let row_blocks = if quads {
+    let row_blocks = if mma.is_some() {
+        w.rows.div_ceil(MMVQM_ROWS)
+    } else if quads {
         w.rows.div_ceil(QUAD_WARPS * warp / 4)
     } else {
         w.rows.div_ceil(rows_per_block)
@@ -278,7 +376,14 @@ fn mmvq(
     let cfg = LaunchConfig {
         grid,
         block: (
-            dim("threads", if quads { QUAD_WARPS } else { 4 } * warp)?,
+            dim(
+                "threads",
+                match mma {
+                    Some((_, _, warps)) => warps,
+                    None if quads => QUAD_WARPS,
+                    None => 4,
+                } * warp,
+            )?,
             1,
             1,
         ),
