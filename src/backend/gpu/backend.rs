@@ -338,7 +338,7 @@ impl GpuBackend {
     /// instead of dequantizing the matrix at every call: twice the bytes of an F16 model more
     /// device memory, for serving throughput. Set before loading the weights.
     pub fn with_f16_batch_weights(mut self, on: bool) -> Self {
-        self.f16_batch = on && !self.batch_invariant;
+        self.f16_batch = on;
         self
     }
 
@@ -350,9 +350,6 @@ impl GpuBackend {
     /// not made.
     pub fn with_batch_invariance(mut self, on: bool) -> Self {
         self.batch_invariant = on;
-        if on {
-            self.f16_batch = false;
-        }
         self
     }
 
@@ -635,7 +632,9 @@ impl Backend for GpuBackend {
             rows,
             cols,
         };
-        if self.f16_batch && rows > 1 && !matches!(ty, GgmlType::F16 | GgmlType::F32) {
+        // Batch invariance never reads F16 copies (its products are all matrix-vector).
+        let copies = self.f16_batch && !self.batch_invariant;
+        if copies && rows > 1 && !matches!(ty, GgmlType::F16 | GgmlType::F32) {
             let q = w.q();
             if q.chunked() {
                 let f = self.dev.alloc::<u8>(rows * cols * 2)?;

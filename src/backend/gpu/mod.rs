@@ -257,7 +257,7 @@ impl Drop for Inner {
 }
 
 /// Whether `ROCMFORGE_POOL_TRACE=1`: every pooled allocation and release is printed to stderr
-/// (`pool alloc PTR BYTES SIZE GRAPH` / `pool free PTR`), for studying the scratch pools.
+/// (`pool alloc PTR BYTES GRAPH` / `pool free PTR`), for studying the scratch pools.
 fn pool_trace() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("ROCMFORGE_POOL_TRACE").as_deref() == Ok("1"))
@@ -552,7 +552,7 @@ impl GpuDevice {
         let ptr = pool.alloc(self.inner.driver.as_ref(), b, &self.inner.pool_bytes)?;
         if pool_trace() {
             eprintln!(
-                "pool alloc {ptr:#x} {b} {b} {}",
+                "pool alloc {ptr:#x} {b} {}",
                 Arc::ptr_eq(pool, &self.inner.graph_pool) as u8
             );
         }

@@ -264,31 +264,48 @@ fn mmvq(
     let t = tuning();
     let se = mmvq_slice(w.ty).unwrap_or(32);
     let suffix = kernels::type_suffix(w.ty).unwrap_or("?");
-    // Vectors per block: more share each weight load, but registers bound it; a vector's result
-    // is the same whichever (see the kernel), so this is free to follow the batch.
-    // (16 measured slower than 8 on the H100: qwen2-0.5b Q8_0 pp512 10.3k vs 12.2k t/s)
     let warp = dev.info().warp_size as usize;
     // Rows that fill at most one wave of 32 warps per multiprocessor.
     let small_grid = 32 * (dev.info().multiprocessors as usize).max(1);
     let wpr = warps_per_row(t, w.ty, w.rows, w.cols / se, small_grid) as usize;
     let mma = mma_variant(dev, t, w, wpr as u32, batch);
-    let nb = match batch {
-        _ if mma.is_some() => 8,
-        1 => 1,
-        2..=4 => 4,
-        _ => 8,
+    // Over 8 vectors without tensor cores: the quad kernel (same float operations, `mmvqt` in
+    // matvec.cu), which needs x pre-quantized and holds WARP_SIZE rows per block.
+    let quads = mma.is_none() && batch > QUAD_MIN_BATCH && t.quad;
+    // Vectors per block: more share each weight load, but registers bound it; a vector's result
+    // is the same whichever (see the kernel), so this is free to follow the batch.
+    // (16 measured slower than 8 on the H100: qwen2-0.5b Q8_0 pp512 10.3k vs 12.2k t/s)
+    // Measured on the H100 (qwen2-0.5b Q8_0, batch-invariant pp512 / 64 sequences decoding):
+    // quad kernel with 4 vectors and 2 warps per block 19.3k / 10.2k t/s; 8 and 4 warps 17.5k /
+    // 8.3k.
+    let nb = match mma {
+        Some((_, v, _)) => v,
+        None if quads => QUAD_VECTORS,
+        None => match batch {
+            1 => 1,
+            2..=4 => 4,
+            _ => 8,
+        },
     };
     // One vector, one warp per row, a small grid and at least 4 slices per lane: the `x4`
     // kernels keep 4 slices' loads in flight per lane instead of 2 (H100, batch 1: Q4_K
     // 4096x4096 6.3 -> 5.5 us, 4096x11008 15.6 -> 13.1; larger grids lost 2-3%).
     let long = batch == 1 && wpr == 1 && w.rows <= small_grid && w.cols / se >= 4 * warp;
-    let rows_per_block = 4 / wpr;
-    // Fused: each block quantizes min(batch, 4) vectors into shared memory.
+    // Warps and rows per block.
+    let (warps, block_rows) = match mma {
+        Some((_, _, warps)) => (warps, MMVQM_ROWS),
+        None if quads => (QUAD_WARPS, QUAD_WARPS * warp / 4),
+        None => (4, 4 / wpr),
+    };
+    // Fused (plain kernels of up to 4 vectors): each block quantizes its vectors into shared
+    // memory.
     let smem = nb.min(batch) * w.cols * 5 / 4;
-    let fuse = nb <= 4
+    let fuse = mma.is_none()
+        && !quads
+        && nb <= 4
         && match t.fuse {
             0 => false,
-            1 => 4 * w.cols * nb.min(batch) <= row_bytes * rows_per_block,
+            1 => 4 * w.cols * nb.min(batch) <= row_bytes * block_rows,
             _ => true,
         }
         && w.rows <= t.fuse_rows as usize
@@ -319,26 +336,16 @@ fn mmvq(
         unsafe { dev.launch_params(&q, cfg, &qp)? };
         (Some(scratch), xq, xds, 0)
     };
-    // Over 8 vectors: the quad kernel (same float operations, `mmvqt` in matvec.cu), which
-    // needs x pre-quantized (fuse is false for nb 8) and holds WARP_SIZE rows per block.
-    let quads = batch > QUAD_MIN_BATCH && t.quad && mma.is_none();
-    // Measured on the H100 (qwen2-0.5b Q8_0, batch-invariant pp512 / 64 sequences decoding):
-    // 4 vectors and 2 warps per block 19.3k / 10.2k t/s; 8 and 4 warps 17.5k / 8.3k.
-    let nb = match mma {
-        Some((_, v, _)) => v,
-        None if quads => QUAD_VECTORS,
-        None => nb,
-    };
-    let prefix = match (fuse, nb) {
-        _ if mma.is_some() => mma.map_or("?", |m| m.0),
+    let prefix = match (mma, fuse, nb) {
+        (Some((prefix, _, _)), _, _) => prefix,
         _ if quads => MMVQT4_PREFIX,
-        (false, 1) if long => MMVQ1X4_PREFIX,
-        (true, 1) if long => MMVQF1X4_PREFIX,
-        (false, 1) => MMVQ1_PREFIX,
-        (false, 4) => MMVQ4_PREFIX,
-        (false, _) => MMVQ8_PREFIX,
-        (true, 1) => MMVQF1_PREFIX,
-        (true, _) => MMVQF4_PREFIX,
+        (_, false, 1) if long => MMVQ1X4_PREFIX,
+        (_, true, 1) if long => MMVQF1X4_PREFIX,
+        (_, false, 1) => MMVQ1_PREFIX,
+        (_, false, 4) => MMVQ4_PREFIX,
+        (_, false, _) => MMVQ8_PREFIX,
+        (_, true, 1) => MMVQF1_PREFIX,
+        (_, true, _) => MMVQF4_PREFIX,
     };
     let k = dev.kernel(&MATVEC, &format!("{prefix}_{suffix}"))?;
     let mut p = MmvqParams {
@@ -356,13 +363,7 @@ fn mmvq(
         warps_per_row: wpr as u32,
         groups: 0,
     };
-    let row_blocks = if mma.is_some() {
-        w.rows.div_ceil(MMVQM_ROWS)
-    } else if quads {
-        w.rows.div_ceil(QUAD_WARPS * warp / 4)
-    } else {
-        w.rows.div_ceil(rows_per_block)
-    };
+    let row_blocks = w.rows.div_ceil(block_rows);
     let groups = batch.div_ceil(nb);
     // Several groups: a 1-D grid with the groups of a row block side by side, so that the
     // weights come from L2 after the first group (a whole matrix between two reads of it would
@@ -375,18 +376,7 @@ fn mmvq(
     };
     let cfg = LaunchConfig {
         grid,
-        block: (
-            dim(
-                "threads",
-                match mma {
-                    Some((_, _, warps)) => warps,
-                    None if quads => QUAD_WARPS,
-                    None => 4,
-                } * warp,
-            )?,
-            1,
-            1,
-        ),
+        block: (dim("threads", warps * warp)?, 1, 1),
         shared_mem,
     };
     // SAFETY: matrix, x, y and bias extents checked by the caller, scratch and shared memory
