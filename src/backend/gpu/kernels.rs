@@ -61,7 +61,14 @@ kernel_file!(
     "glu",
     [SWIGLU_F32 = "swiglu_f32", GEGLU_F32 = "geglu_f32"]
 );
-kernel_file!(RMS_NORM, "rms_norm", [RMS_NORM_F32 = "rms_norm_f32"]);
+kernel_file!(
+    RMS_NORM,
+    "rms_norm",
+    [
+        RMS_NORM_F32 = "rms_norm_f32",
+        RMS_NORM_F32_R8 = "rms_norm_f32_r8"
+    ]
+);
 kernel_file!(
     ROPE,
     "rope",
@@ -78,6 +85,9 @@ kernel_file!(
     [
         ATTENTION_F16KV = "attention_f16kv",
         ATTENTION_COMBINE = "attention_combine",
+        ATTENTION_VEC_D64 = "attention_vec_d64",
+        ATTENTION_VEC_D128 = "attention_vec_d128",
+        ATTENTION_VEC_D256 = "attention_vec_d256",
         ATTENTION_TILED_D64 = "attention_tiled_d64",
         ATTENTION_TILED_D128 = "attention_tiled_d128",
         ATTENTION_TILED_D256 = "attention_tiled_d256",
@@ -108,6 +118,7 @@ kernel_file!(
         GET_ROWS_F32 = "get_rows_f32",
     ]
 );
+kernel_file!(PROFILE, "profile", [PROFILE_STAMP = "profile_stamp"]);
 kernel_file!(
     EMBEDDING,
     "embedding",
@@ -201,6 +212,7 @@ pub const ALL: &[KernelSource] = &[
     MATMUL,
     EMBEDDING,
     ELEMENTWISE,
+    PROFILE,
     crate::sampler::gpu::SAMPLING,
 ];
 

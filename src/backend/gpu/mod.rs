@@ -17,12 +17,13 @@ pub mod hip;
 pub mod kernels;
 pub mod ops;
 pub mod pool;
+mod profile;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::{Error, Result};
 use pool::{Pool, PoolBytes, POOL_ALIGN};
@@ -245,6 +246,10 @@ pub(crate) struct Inner {
     own_bytes: AtomicU64,
     /// Bytes allocated for the pools (in use or free), and the most at once.
     pool_bytes: PoolBytes,
+    /// The step profile, when `ROCMFORGE_STEP_PROFILE=1` (see `profile.rs`).
+    profile: Option<profile::StepProfile>,
+    /// Zeroed u32 counters kernels may use and must leave zero: (address, count).
+    counters: Mutex<(u64, usize)>,
 }
 
 impl Drop for Inner {
@@ -253,6 +258,28 @@ impl Drop for Inner {
         self.pool.drain(self.driver.as_ref(), &self.pool_bytes);
         self.graph_pool
             .drain(self.driver.as_ref(), &self.pool_bytes);
+        if let Ok(mods) = self.modules.get_mut() {
+            for (_, m) in mods.drain() {
+                // SAFETY: loaded by this driver; `Module::drop` can no longer reach the device
+                // (its weak reference fails from here on), so each handle is unloaded once.
+                unsafe { self.driver.unload_module(m.handle) };
+            }
+        }
+        if let Ok(&mut (ptr, n)) = self.counters.get_mut() {
+            if n > 0 {
+                // SAFETY: allocated by `zeroed_counters`, freed once here.
+                unsafe { self.driver.free(ptr) };
+            }
+        }
+        if let Some(p) = &self.profile {
+            match p.report(self.driver.as_ref()) {
+                Ok(Some(table)) => eprint!("{table}"),
+                Ok(None) => {}
+                Err(e) => eprintln!("step profile: {e}"),
+            }
+            // SAFETY: the device is closing; nothing launches after this.
+            unsafe { p.close(self.driver.as_ref()) };
+        }
     }
 }
 
@@ -268,17 +295,22 @@ fn pool_bucket(bytes: usize) -> usize {
     bytes.div_ceil(POOL_ALIGN) * POOL_ALIGN
 }
 
-/// A compiled kernel module loaded on one device.
+/// A compiled kernel module loaded on one device. It refers to its device weakly: the device's
+/// module table holds the module, so a strong reference would keep every device that loaded a
+/// kernel alive for ever (its context, stream and pools were never freed before session 5).
 pub struct Module {
     handle: Handle,
     functions: Mutex<HashMap<String, Handle>>,
-    dev: Arc<Inner>,
+    dev: Weak<Inner>,
 }
 
 impl Drop for Module {
     fn drop(&mut self) {
-        // SAFETY: the handle came from load_module and is unloaded only here.
-        unsafe { self.dev.driver.unload_module(self.handle) }
+        // A module outliving its device's table was unloaded when the device closed.
+        if let Some(dev) = self.dev.upgrade() {
+            // SAFETY: the handle came from load_module and is unloaded only here.
+            unsafe { dev.driver.unload_module(self.handle) }
+        }
     }
 }
 
@@ -449,6 +481,9 @@ pub struct GpuGraph {
 impl GpuGraph {
     /// Replays the captured work on the device's stream.
     pub fn launch(&self) -> Result<()> {
+        if let Some(p) = &self.dev.profile {
+            p.stamp(self.dev.driver.as_ref(), "(before graph)")?;
+        }
         self.dev.driver.graph_launch(self.exec)
     }
 }
@@ -468,6 +503,7 @@ impl GpuDevice {
             GpuKind::Cuda => Box::new(cuda::CudaDriver::open(ordinal)?),
             GpuKind::Rocm => Box::new(hip::HipDriver::open(ordinal)?),
         };
+        let profile = profile::StepProfile::open(driver.as_ref())?;
         Ok(GpuDevice {
             inner: Arc::new(Inner {
                 driver,
@@ -477,6 +513,8 @@ impl GpuDevice {
                 capturing: AtomicBool::new(false),
                 own_bytes: AtomicU64::new(0),
                 pool_bytes: PoolBytes::default(),
+                profile,
+                counters: Mutex::new((0, 0)),
             }),
         })
     }
@@ -718,7 +756,7 @@ impl GpuDevice {
         let m = Arc::new(Module {
             handle,
             functions: Mutex::new(HashMap::new()),
-            dev: self.inner.clone(),
+            dev: Arc::downgrade(&self.inner),
         });
         mods.insert(src.name, m.clone());
         Ok(m)
@@ -735,7 +773,8 @@ impl GpuDevice {
         cfg: LaunchConfig,
         args: &mut [*mut c_void],
     ) -> Result<()> {
-        self.inner.driver.launch(kernel.handle, &cfg, args)
+        self.inner.driver.launch(kernel.handle, &cfg, args)?;
+        self.profile_kernel(kernel, &cfg)
     }
 
     /// Launches a kernel whose single parameter is the `#[repr(C)]` struct `params` (by value).
@@ -751,7 +790,64 @@ impl GpuDevice {
     ) -> Result<()> {
         let mut p = *params;
         let mut args = [&mut p as *mut P as *mut c_void];
-        self.inner.driver.launch(kernel.handle, &cfg, &mut args)
+        self.inner.driver.launch(kernel.handle, &cfg, &mut args)?;
+        self.profile_kernel(kernel, &cfg)
+    }
+
+    /// With the step profile on, stamps the time of the launch just made.
+    fn profile_kernel(&self, kernel: &Kernel, cfg: &LaunchConfig) -> Result<()> {
+        match &self.inner.profile {
+            Some(_) => self.profile_mark(&format!(
+                "{} g{}x{} b{}",
+                kernel.name, cfg.grid.0, cfg.grid.1, cfg.block.0
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// With the step profile on (`ROCMFORGE_STEP_PROFILE=1`), adds the device time since the
+    /// previous stamp to the row `label`: called after work not launched through
+    /// [`GpuDevice::launch`] (cuBLAS). Nothing otherwise.
+    pub fn profile_mark(&self, label: &str) -> Result<()> {
+        match &self.inner.profile {
+            Some(p) => p.stamp(self.inner.driver.as_ref(), label),
+            None => Ok(()),
+        }
+    }
+
+    /// The address of at least `n` u32 counters that are zero whenever no kernel is running;
+    /// kernels that count in them must set them back to zero. Shared by every user (the
+    /// stream orders them). Grows outside captures (a plain allocation, zeroed on the stream);
+    /// `None` while a capture is under way and `n` exceeds what is there, so the caller takes a
+    /// path without counters.
+    pub fn zeroed_counters(&self, n: usize) -> Result<Option<u64>> {
+        let mut c = self
+            .inner
+            .counters
+            .lock()
+            .map_err(|_| Error::Gpu("counter table poisoned".into()))?;
+        if n <= c.1 {
+            return Ok(Some(c.0));
+        }
+        if self.inner.capturing.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let len = n.max(c.1 * 2).max(1 << 16);
+        let ptr = self.inner.driver.alloc(len * 4)?;
+        // SAFETY: a fresh allocation of len u32.
+        if let Err(e) = unsafe { self.inner.driver.memset(ptr, 0, len * 4) } {
+            // SAFETY: allocated just above, not handed out.
+            unsafe { self.inner.driver.free(ptr) };
+            return Err(e);
+        }
+        if c.1 > 0 {
+            // Launches queued before may still count in the old array: free after them.
+            self.inner.driver.synchronize()?;
+            // SAFETY: allocated here earlier; no queued work uses it after the synchronize.
+            unsafe { self.inner.driver.free(c.0) };
+        }
+        *c = (ptr, len);
+        Ok(Some(ptr))
     }
 
     /// Starts capturing the stream's launches into a graph (CUDA graph / HIP graph). Until

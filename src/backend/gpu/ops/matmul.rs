@@ -114,7 +114,6 @@ pub fn matmul_blas(
         int("tokens", tokens)?,
         int("cols", w.cols)?,
     );
-    let driver = &dev.inner.driver;
     if w.ty == GgmlType::F32 {
         let g = Gemm {
             ab_type: GemmType::F32,
@@ -129,7 +128,7 @@ pub fn matmul_blas(
             ldc: m,
         };
         // SAFETY: W, X and Y extents checked above.
-        unsafe { require(driver.gemm(&g)?)? };
+        unsafe { gemm(dev, &g)? };
     } else {
         let xh = dev.alloc_pooled::<u16>(tokens * w.cols)?;
         f32_to_f16(dev, x.ptr(), xh.ptr(), tokens * w.cols)?;
@@ -147,7 +146,7 @@ pub fn matmul_blas(
         };
         if w.ty == GgmlType::F16 {
             // SAFETY: W (f16 rows of cols), X16 and Y extents checked above.
-            unsafe { require(driver.gemm(&base)?)? };
+            unsafe { gemm(dev, &base)? };
         } else {
             let chunk = chunk_rows(w.rows, w.cols, scratch_bytes);
             let scratch = dev.alloc_pooled::<u16>(chunk * w.cols)?;
@@ -171,7 +170,7 @@ pub fn matmul_blas(
                 };
                 // SAFETY: the scratch holds rc dequantized rows; Y's columns r0..r0+rc of
                 // every token row lie inside Y (ldc = rows).
-                unsafe { require(driver.gemm(&g)?)? };
+                unsafe { gemm(dev, &g)? };
                 r0 += rc;
             }
         }
@@ -195,6 +194,15 @@ fn chunk_rows(rows: usize, cols: usize, scratch_bytes: usize) -> usize {
     } else {
         even
     }
+}
+
+/// One cuBLAS product, which must run (the probe accepted), stamped for the step profile.
+///
+/// # Safety
+/// As [`Driver::gemm`](super::super::Driver::gemm).
+unsafe fn gemm(dev: &GpuDevice, g: &Gemm) -> Result<()> {
+    require(dev.inner.driver.gemm(g)?)?;
+    dev.profile_mark(&format!("cublas {}x{}x{}", g.m, g.n, g.k))
 }
 
 /// A GEMM refused after the probe accepted: the handle went away (not expected).
