@@ -32,6 +32,7 @@ struct AttentionParams {
     u32 tokens;                 // query tokens (the tiled kernel's grid covers more)
     float2* split_ml;           // per-token kernel: [tokens, n_heads, ATT_MAX_CHUNKS] (max, sum)
     float* split_o;             // [tokens, n_heads, ATT_MAX_CHUNKS, head_dim] unnormalized
+    u32* counters;              // attention_vec: [tokens, n_heads] zeros, left zero; or null
 };
 
 // Per-token attention, split over the keys ("flash decoding"): block (t, h, c) takes chunk c of
@@ -135,7 +136,39 @@ RF_KERNEL void attention_f16kv(const AttentionParams p) {
 }
 
 // out[t, h] = (sum_c O_c e^(M_c - M)) / (sum_c L_c e^(M_c - M)) over token t's chunks, in
-// chunk order (one chunk: exactly O_0 / L_0). Block (t, h), threads over head_dim.
+// chunk order (one chunk: exactly O_0 / L_0), threads over head_dim. The chunks' values are read
+// through L2 (`ld.global.cg`): the last block of attention_vec reads what other blocks wrote.
+RF_DEVICE float rf_ld_cg(const float* a) {
+#if defined(RF_CUDA)
+    return __ldcg(a);
+#else
+    return *(const volatile float*)a;
+#endif
+}
+
+RF_DEVICE void rf_att_combine(const AttentionParams& p, u32 t, u32 h, u32 chunks) {
+    const u64 slot = ((u64)t * p.n_heads + h) * ATT_MAX_CHUNKS;
+    const float* ml = (const float*)(p.split_ml + slot);
+    float M = -RF_INF;
+    for (u32 c = 0; c < chunks; c++) M = fmaxf(M, rf_ld_cg(ml + 2 * c));
+    float L = 0.0f;
+    for (u32 c = 0; c < chunks; c++) {
+        const float mc = rf_ld_cg(ml + 2 * c);
+        L += rf_ld_cg(ml + 2 * c + 1) * (mc == -RF_INF ? 0.0f : expf(mc - M));
+    }
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    float* out = p.out + ((u64)t * p.n_heads + h) * p.head_dim;
+    for (u32 d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
+        float s = 0.0f;
+        for (u32 c = 0; c < chunks; c++) {
+            const float mc = rf_ld_cg(ml + 2 * c);
+            s += rf_ld_cg(p.split_o + (slot + c) * p.head_dim + d) * (mc == -RF_INF ? 0.0f : expf(mc - M));
+        }
+        out[d] = s * inv;
+    }
+}
+
+// Block (t, h): merges the chunks attention_f16kv (or attention_vec without counters) wrote.
 RF_KERNEL void attention_combine(const AttentionParams p) {
     RF_PDL_WAIT();
     const u32 t = blockIdx.x, h = blockIdx.y;
@@ -143,26 +176,157 @@ RF_KERNEL void attention_combine(const AttentionParams p) {
     rf_att_range(p, t, &start, &end);
     const u32 n = max(end, 1u);
     const u32 ch = rf_att_chunk(end);
-    const u32 chunks = (n + ch - 1) / ch;
-    const u64 slot = ((u64)t * p.n_heads + h) * ATT_MAX_CHUNKS;
-    float M = -RF_INF;
-    for (u32 c = 0; c < chunks; c++) M = fmaxf(M, p.split_ml[slot + c].x);
-    float L = 0.0f;
-    for (u32 c = 0; c < chunks; c++) {
-        const float2 ml = p.split_ml[slot + c];
-        L += ml.y * (ml.x == -RF_INF ? 0.0f : expf(ml.x - M));
-    }
-    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-    float* out = p.out + ((u64)t * p.n_heads + h) * p.head_dim;
-    for (u32 d = threadIdx.x; d < p.head_dim; d += blockDim.x) {
-        float s = 0.0f;
-        for (u32 c = 0; c < chunks; c++) {
-            const float mc = p.split_ml[slot + c].x;
-            s += p.split_o[(slot + c) * p.head_dim + d] * (mc == -RF_INF ? 0.0f : expf(mc - M));
-        }
-        out[d] = s * inv;
-    }
+    rf_att_combine(p, t, h, (n + ch - 1) / ch);
 }
+
+// Per-token attention for head_dim D = 64, 128 or 256, the same chunks as attention_f16kv.
+// A group of D / 8 lanes takes one key (8 dims, one 16-byte load of K and one of V per lane),
+// so a warp has WARP_SIZE * 8 / D keys in flight, two steps at a time; each group keeps its
+// own online softmax, merged across the warp by shuffles, then across the 4 warps in shared
+// memory. A token with one chunk writes `out` directly. With more chunks each block writes its
+// chunk and counts itself in `counters`; the last block of (t, h) merges the chunks in chunk
+// order (attention_combine's arithmetic) and sets the counter back to zero. Without counters
+// every block writes its chunk and attention_combine is launched after. A token's result
+// depends only on its own keys (batch invariance).
+template <int D> RF_DEVICE void attention_vec(const AttentionParams& p) {
+    RF_PDL_WAIT();
+    constexpr int G = D / 8;
+    constexpr int KPW = WARP_SIZE / G;
+    constexpr int KPB = KPW * ATT_WARPS;
+    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
+    __shared__ float sacc[ATT_WARPS][D];
+    __shared__ u32 s_last;
+    const u32 t = blockIdx.x, h = blockIdx.y, c = blockIdx.z;
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    const int gi = lane / G, li = lane % G;
+    const u32 seq = p.seq_of_token[t];
+    u32 start, end;
+    rf_att_range(p, t, &start, &end);
+    const u32 ch = rf_att_chunk(end);
+    const u32 chunks = (max(end, 1u) + ch - 1) / ch;
+    if (c >= chunks) return;
+    const u32 lo = max(start, c * ch), hi = min(end, (c + 1) * ch);
+    const u32 g = h / (p.n_heads / p.n_kv_heads);
+    const u32* table = p.block_tables + (u64)seq * p.max_blocks;
+    const float4* q4 = (const float4*)(p.q + ((u64)t * p.n_heads + h) * D + li * 8);
+    float qv[8], acc[8];
+    {
+        const float4 a = q4[0], b = q4[1];
+        qv[0] = a.x; qv[1] = a.y; qv[2] = a.z; qv[3] = a.w;
+        qv[4] = b.x; qv[5] = b.y; qv[6] = b.z; qv[7] = b.w;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) { qv[i] *= p.scale; acc[i] = 0.0f; }
+    float m = -RF_INF, l = 0.0f;
+    for (u32 base = lo + warp * KPW + gi; base < hi + gi; base += 2 * KPB) {
+        uint4 kr[2], vr[2];
+        bool ok[2];
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const u32 j = base + u * KPB;
+            ok[u] = j < hi;
+            kr[u].x = kr[u].y = kr[u].z = kr[u].w = 0;
+            vr[u] = kr[u];
+            if (ok[u]) {
+                const u64 off = (((u64)table[j / KV_BLOCK] * p.n_kv_heads + g) * KV_BLOCK + j % KV_BLOCK) * D + li * 8;
+                kr[u] = *(const uint4*)(p.k_cache + off);
+                vr[u] = *(const uint4*)(p.v_cache + off);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const u32 kw[4] = {kr[u].x, kr[u].y, kr[u].z, kr[u].w};
+            float s = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                s += qv[2 * i] * rf_h2f((u16)(kw[i] & 0xffffu));
+                s += qv[2 * i + 1] * rf_h2f((u16)(kw[i] >> 16));
+            }
+#pragma unroll
+            for (int o = G / 2; o > 0; o >>= 1) s += rf_shfl_xor(s, o);
+            if (ok[u]) {
+                if (p.softcap > 0.0f) s = p.softcap * tanhf(s / p.softcap);
+                const float m2 = fmaxf(m, s);
+                const float corr = expf(m - m2), w = expf(s - m2);
+                l = l * corr + w;
+                const u32 vw[4] = {vr[u].x, vr[u].y, vr[u].z, vr[u].w};
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    acc[2 * i] = acc[2 * i] * corr + w * rf_h2f((u16)(vw[i] & 0xffffu));
+                    acc[2 * i + 1] = acc[2 * i + 1] * corr + w * rf_h2f((u16)(vw[i] >> 16));
+                }
+                m = m2;
+            }
+        }
+    }
+    // merge the warp's groups (butterfly over the group index)
+#pragma unroll
+    for (int o = G; o < WARP_SIZE; o <<= 1) {
+        const float mo = rf_shfl_xor(m, o), lo2 = rf_shfl_xor(l, o);
+        const float M = fmaxf(m, mo);
+        const float f = m == -RF_INF ? 0.0f : expf(m - M);
+        const float fo = mo == -RF_INF ? 0.0f : expf(mo - M);
+        l = l * f + lo2 * fo;
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[i] = acc[i] * f + rf_shfl_xor(acc[i], o) * fo;
+        m = M;
+    }
+    if (lane == 0) { sm[warp] = m; sl[warp] = l; }
+    if (gi == 0) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) sacc[warp][li * 8 + i] = acc[i];
+    }
+    __syncthreads();
+    float M = -RF_INF;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
+    float L = 0.0f;
+    float f[ATT_WARPS];
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) {
+        f[w] = sm[w] == -RF_INF ? 0.0f : expf(sm[w] - M);
+        L += sl[w] * f[w];
+    }
+    if (p.counters != nullptr && chunks == 1) {
+        const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+        float* out = p.out + ((u64)t * p.n_heads + h) * D;
+        for (u32 d = threadIdx.x; d < D; d += blockDim.x) {
+            float s = 0.0f;
+#pragma unroll
+            for (int w = 0; w < ATT_WARPS; w++) s += sacc[w][d] * f[w];
+            out[d] = s * inv;
+        }
+        return;
+    }
+    const u64 slot = ((u64)t * p.n_heads + h) * ATT_MAX_CHUNKS + c;
+    if (threadIdx.x == 0) {
+        float2 ml;
+        ml.x = M;
+        ml.y = L;
+        p.split_ml[slot] = ml;
+    }
+    float* o = p.split_o + slot * D;
+    for (u32 d = threadIdx.x; d < D; d += blockDim.x) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) s += sacc[w][d] * f[w];
+        o[d] = s;
+    }
+    if (p.counters == nullptr) return;
+    __threadfence();
+    __syncthreads();
+    u32* counter = p.counters + (u64)t * p.n_heads + h;
+    if (threadIdx.x == 0) s_last = atomicAdd(counter, 1u) == chunks - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    if (threadIdx.x == 0) *counter = 0;
+    rf_att_combine(p, t, h, chunks);
+}
+
+RF_KERNEL void attention_vec_d64(const AttentionParams p) { attention_vec<64>(p); }
+RF_KERNEL void attention_vec_d128(const AttentionParams p) { attention_vec<128>(p); }
+RF_KERNEL void attention_vec_d256(const AttentionParams p) { attention_vec<256>(p); }
 
 #define ATQ 16
 

@@ -425,14 +425,15 @@ fn embedding_all_types_match_cpu() {
     }
 }
 
-/// RMSNorm with and without the fused residual add; tolerance 1e-5 relative.
+/// RMSNorm with and without the fused residual add, rows held in registers (up to 8 per
+/// thread) and longer ones; tolerance 1e-5 relative.
 #[test]
 fn rms_norm_matches_cpu() {
     let Some(dev) = gpu_util::device("rms_norm_matches_cpu") else {
         return;
     };
     let mut rng = gpu_util::rng("rms_norm_matches_cpu");
-    for n in [1usize, 31, 896, 4097] {
+    for n in [1usize, 31, 896, 4097, 8192, 10_000] {
         for with_res in [false, true] {
             let rows = 5;
             let x = randn(&mut rng, rows * n, 2.0);
@@ -625,6 +626,9 @@ struct AttnCase {
     causal: bool,
     window: Option<u32>,
     softcap: Option<f32>,
+    /// Whether prefill-heavy passes may take the tiled kernel (false: every token on the
+    /// per-token kernel, as under batch invariance).
+    tiled: bool,
 }
 
 fn run_attention_case(dev: &GpuDevice, rng: &mut impl Rng, c: &AttnCase) {
@@ -721,7 +725,7 @@ fn run_attention_case(dev: &GpuDevice, rng: &mut impl Rng, c: &AttnCase) {
         causal: c.causal,
         window: c.window,
         softcap: c.softcap,
-        tiled: true,
+        tiled: c.tiled,
     };
     attention(dev, &cfg, &kv, &idx, &qb, &ob).unwrap();
     // Reference in f64 over the f16-rounded cache values.
@@ -824,6 +828,7 @@ fn attention_decode_and_prefill_match_cpu() {
                 causal: true,
                 window: None,
                 softcap: None,
+                tiled: true,
             };
             run_attention_case(&dev, &mut rng, &case);
         }
@@ -841,6 +846,7 @@ fn attention_decode_and_prefill_match_cpu() {
             causal: true,
             window: None,
             softcap: None,
+            tiled: true,
         },
     );
     run_attention_case(
@@ -855,6 +861,7 @@ fn attention_decode_and_prefill_match_cpu() {
             causal: true,
             window: None,
             softcap: None,
+            tiled: true,
         },
     );
     run_attention_case(
@@ -869,8 +876,49 @@ fn attention_decode_and_prefill_match_cpu() {
             causal: true,
             window: None,
             softcap: None,
+            tiled: true,
         },
     );
+}
+
+/// The per-token kernels alone (the vector kernels for head dims 64, 128, 256 and the generic
+/// one for 72): decode of sequences whose lengths give 1 to 8 key chunks in one batch (each
+/// token's chunks merged by the last of its blocks), GQA, a window and soft-capping, and
+/// prompts on the per-token path (`tiled: false`, as under batch invariance). Each case runs
+/// twice on one device: the chunk counters must be back at zero after every launch.
+/// Tolerance 1e-4 relative.
+#[test]
+fn attention_per_token_kernels_match_cpu() {
+    let Some(dev) = gpu_util::device("attention_per_token_kernels_match_cpu") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("attention_per_token_kernels_match_cpu");
+    for head_dim in [64usize, 128, 256, 72] {
+        for (kv_lens, q, window, softcap) in [
+            (
+                vec![1usize, 64, 65, 129, 300, 1024, 2047],
+                1usize,
+                None,
+                None,
+            ),
+            (vec![500, 33], 1, Some(100u32), Some(30.0f32)),
+            (vec![200, 17], 24, None, None),
+        ] {
+            let case = AttnCase {
+                kv_lens,
+                q,
+                n_heads: 8,
+                n_kv: 2,
+                head_dim,
+                causal: true,
+                window,
+                softcap,
+                tiled: false,
+            };
+            run_attention_case(&dev, &mut rng, &case);
+            run_attention_case(&dev, &mut rng, &case);
+        }
+    }
 }
 
 /// Non-causal, sliding window and soft-capping variants; tolerance 1e-4 relative.
@@ -893,6 +941,7 @@ fn attention_variants_match_cpu() {
                 causal: false,
                 window: None,
                 softcap: None,
+                tiled: true,
             },
         );
         run_attention_case(
@@ -907,6 +956,7 @@ fn attention_variants_match_cpu() {
                 causal: true,
                 window: Some(16),
                 softcap: None,
+                tiled: true,
             },
         );
         run_attention_case(
@@ -921,6 +971,7 @@ fn attention_variants_match_cpu() {
                 causal: true,
                 window: Some(512),
                 softcap: Some(50.0),
+                tiled: true,
             },
         );
     }
@@ -965,6 +1016,7 @@ fn attention_tiled_prefill_match_cpu() {
                 causal,
                 window,
                 softcap,
+                tiled: true,
             },
         );
     }

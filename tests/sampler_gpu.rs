@@ -405,3 +405,48 @@ fn gpu_single_filter_entries_equal_the_fused_sampler() {
     }
     assert!(s.topk(&buf, &draws, &ks[..3], vocab).is_err());
 }
+
+/// Greedy rows against the CPU's argmax where the scan's vector path ends: rows of 50,001
+/// logits one after the other (every row but the first starts off a 16-byte boundary, so both
+/// the float4 and the scalar scan run), a tie (the first index wins), the maximum in the last
+/// element, and a NaN in the last element (an error, as anywhere else).
+#[test]
+fn gpu_greedy_ties_tails_and_unaligned_rows() {
+    let Some(dev) = device("gpu_greedy_ties_tails_and_unaligned_rows") else {
+        return;
+    };
+    let vocab = 50_001;
+    let mut s = GpuSampler::new(&dev).unwrap();
+    let seed = fresh_seed("greedy");
+    let mut rows_l: Vec<Vec<f32>> = (0..6)
+        .map(|i| normal_logits(vocab, 2.0, seed + i))
+        .collect();
+    // rows 0 and 1: a tie between an early and a late index
+    for r in [0, 1] {
+        rows_l[r][49_000] = 100.0;
+        rows_l[r][1_234 + r] = 100.0;
+    }
+    // rows 2 and 3: the maximum in the last element
+    rows_l[2][vocab - 1] = 100.0;
+    rows_l[3][vocab - 1] = 100.0;
+    // row 5: NaN in the last element
+    rows_l[5][vocab - 1] = f32::NAN;
+    let all: Vec<f32> = rows_l.concat();
+    let buf = dev.upload(&all).unwrap();
+    let greedy = params(0.0, 0, 1.0, 0.0, 1);
+    let rows: Vec<SampleRow> = (0..6)
+        .map(|i| SampleRow {
+            params: &greedy,
+            recent: &[],
+            seq_id: i,
+            step: 0,
+        })
+        .collect();
+    let r = s.sample_each(&buf, &rows, vocab, vocab).unwrap();
+    assert_eq!(r[0].as_ref().unwrap(), &1_234);
+    assert_eq!(r[1].as_ref().unwrap(), &1_235);
+    assert_eq!(r[2].as_ref().unwrap(), &(vocab as u32 - 1));
+    assert_eq!(r[3].as_ref().unwrap(), &(vocab as u32 - 1));
+    assert_eq!(r[4].as_ref().unwrap(), &cpu::argmax(&rows_l[4]).unwrap());
+    assert!(matches!(r[5], Err(Error::Sampler(_))), "{:?}", r[5]);
+}

@@ -8,7 +8,8 @@
 use super::{check_len, dim};
 use crate::backend::gpu::kernels::{
     ATTENTION, ATTENTION_COMBINE, ATTENTION_F16KV, ATTENTION_TILED_D128, ATTENTION_TILED_D256,
-    ATTENTION_TILED_D64, KV_STORE_F16, KV_WRITE_F16, WEIGHTED_V_F16KV,
+    ATTENTION_TILED_D64, ATTENTION_VEC_D128, ATTENTION_VEC_D256, ATTENTION_VEC_D64, KV_STORE_F16,
+    KV_WRITE_F16, WEIGHTED_V_F16KV,
 };
 use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
 use crate::model::BLOCK_SIZE;
@@ -215,10 +216,18 @@ struct AttentionParams {
     tokens: u32,
     split_ml: u64,
     split_o: u64,
+    counters: u64,
 }
 
 /// Key chunks per token of the per-token kernel (`ATT_MAX_CHUNKS` in `kernels/attention.cu`).
 const MAX_CHUNKS: usize = 8;
+
+/// Whether the per-token path takes `attention_vec_d*` where the head size allows
+/// (`ROCMFORGE_ATT_VEC=0`: the older `attention_f16kv` + `attention_combine`, for comparisons).
+fn vec_kernels() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("ROCMFORGE_ATT_VEC").as_deref() != Ok("0"))
+}
 
 /// The tiled prefill kernel serves passes with at least this many query tokens per sequence on
 /// average (fewer: decode steps, where one block per (token, head) spreads the work wider).
@@ -273,6 +282,7 @@ pub fn attention(
         tokens: dim("tokens", idx.tokens)?,
         split_ml: 0,
         split_o: 0,
+        counters: 0,
     };
     // Prefill: the tiled kernel (queries share each block of keys through shared memory).
     let tiled = match kv.head_dim {
@@ -297,11 +307,27 @@ pub fn attention(
         return unsafe { dev.launch_params(&kern, lc, &p) };
     }
     // Per token: each (token, head) split over up to MAX_CHUNKS chunks of keys whose size
-    // follows the token's own visible length, then the chunks merged.
+    // follows the token's own visible length, then the chunks merged: by the last block of each
+    // (token, head) where the vector kernel and the device's counters serve, else by a second
+    // launch.
     let slots = idx.tokens * cfg.n_heads * MAX_CHUNKS;
     let scratch = dev.alloc_pooled::<f32>(slots * (kv.head_dim + 2))?;
     p.split_ml = scratch.ptr();
     p.split_o = scratch.ptr() + (slots * 2 * 4) as u64;
+    let vec = match kv.head_dim {
+        64 => Some(ATTENTION_VEC_D64),
+        128 => Some(ATTENTION_VEC_D128),
+        256 => Some(ATTENTION_VEC_D256),
+        _ => None,
+    }
+    .filter(|_| vec_kernels());
+    let kern = match vec {
+        Some(name) => {
+            p.counters = dev.zeroed_counters(idx.tokens * cfg.n_heads)?.unwrap_or(0);
+            dev.kernel(&ATTENTION, name)?
+        }
+        None => kern,
+    };
     let lc = LaunchConfig {
         grid: (
             dim("tokens", idx.tokens)?,
@@ -313,19 +339,22 @@ pub fn attention(
     };
     // SAFETY: extents checked; positions < kv_len and block ids are the KV manager's contract;
     // the scratch holds tokens x heads x MAX_CHUNKS (max, sum) pairs, then as many head_dim
-    // vectors.
+    // vectors; the counters (when set) hold tokens x heads zeros.
     unsafe { dev.launch_params(&kern, lc, &p)? };
-    let combine = dev.kernel(&ATTENTION, ATTENTION_COMBINE)?;
-    let lc = LaunchConfig {
-        grid: (dim("tokens", idx.tokens)?, cfg.n_heads as u32, 1),
-        block: (dim("threads", kv.head_dim.min(256))?, 1, 1),
-        shared_mem: 0,
-    };
-    // SAFETY: as above; reads what the split kernel wrote (same stream, in order). The scratch
-    // returns to the pool after the launches are queued; later users are ordered after them.
-    let r = unsafe { dev.launch_params(&combine, lc, &p) };
+    if p.counters == 0 {
+        let combine = dev.kernel(&ATTENTION, ATTENTION_COMBINE)?;
+        let lc = LaunchConfig {
+            grid: (dim("tokens", idx.tokens)?, cfg.n_heads as u32, 1),
+            block: (dim("threads", kv.head_dim.min(256))?, 1, 1),
+            shared_mem: 0,
+        };
+        // SAFETY: as above; reads what the split kernel wrote (same stream, in order).
+        unsafe { dev.launch_params(&combine, lc, &p)? };
+    }
+    // The scratch returns to the pool after the launches are queued; later users are ordered
+    // after them.
     drop(scratch);
-    r
+    Ok(())
 }
 
 #[repr(C)]

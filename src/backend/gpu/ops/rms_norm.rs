@@ -1,7 +1,7 @@
 //! RMSNorm fused with the residual add (`kernels/rms_norm.cu`).
 
 use super::{check_len, dim};
-use crate::backend::gpu::kernels::{RMS_NORM, RMS_NORM_F32};
+use crate::backend::gpu::kernels::{RMS_NORM, RMS_NORM_F32, RMS_NORM_F32_R8};
 use crate::backend::gpu::{GpuBuffer, GpuDevice, LaunchConfig};
 use crate::Result;
 
@@ -44,7 +44,14 @@ pub fn rms_norm(
     if rows == 0 || n == 0 {
         return Ok(());
     }
-    let k = dev.kernel(&RMS_NORM, RMS_NORM_F32)?;
+    let threads: u32 = if n >= 1024 { 1024 } else { 256 };
+    // Rows of up to 8 elements per thread stay in registers (`rms_norm_f32_r8`).
+    let name = if n <= 8 * threads as usize {
+        RMS_NORM_F32_R8
+    } else {
+        RMS_NORM_F32
+    };
+    let k = dev.kernel(&RMS_NORM, name)?;
     let p = RmsNormParams {
         x: x.ptr(),
         residual: residual.map_or(0, |b| b.ptr()),
@@ -54,7 +61,6 @@ pub fn rms_norm(
         n: dim("n", n)?,
         eps,
     };
-    let threads = if n >= 1024 { 1024 } else { 256 };
     // SAFETY: extents checked.
     unsafe { dev.launch_params(&k, LaunchConfig::linear(dim("rows", rows)?, threads), &p) }
 }
