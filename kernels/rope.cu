@@ -43,12 +43,15 @@ RF_KERNEL void rope_f32(const RopeParams p) {
     }
 }
 
-// The attention input step fused: qkv is [tokens, (n_heads + 2 n_kv_heads) * head_dim] (Q | K | V
-// columns). Q heads are rotated into q_out, K heads rotated and V heads copied into the paged F16
-// caches ([blocks, n_kv_heads, 16, head_dim]) at each token's slot. Same arithmetic as rope_f32
-// followed by kv_store_f16. grid (tokens, n_heads + 2 n_kv_heads).
+// The attention input step fused. Q, K and V rows come from q_src, k_src and v_src with their
+// own row strides (one stacked [Q | K | V] product: three column offsets of one buffer; separate
+// products: three buffers). Q heads are rotated into q_out, K heads rotated and V heads copied
+// into the paged F16 caches ([blocks, n_kv_heads, 16, head_dim]) at each token's slot. Same
+// arithmetic as rope_f32 followed by kv_store_f16. grid (tokens, n_heads + 2 n_kv_heads).
 struct QkvRopeStoreParams {
-    const float* qkv;
+    const float* q_src;          // row t, head h at q_src + t * q_stride + h * head_dim
+    const float* k_src;
+    const float* v_src;
     float* q_out;                // [tokens, n_heads * head_dim]
     u16* k_cache;
     u16* v_cache;
@@ -64,6 +67,9 @@ struct QkvRopeStoreParams {
     u32 max_blocks;
     float base;
     float freq_scale;
+    u32 q_stride;                // floats between tokens' rows
+    u32 k_stride;
+    u32 v_stride;
 };
 
 #define QKV_KV_BLOCK 16u
@@ -71,8 +77,10 @@ struct QkvRopeStoreParams {
 RF_KERNEL void qkv_rope_store_f32(const QkvRopeStoreParams p) {
     RF_PDL_WAIT();
     const u32 t = blockIdx.x, h = blockIdx.y, D = p.head_dim;
-    const u32 width = (p.n_heads + 2 * p.n_kv_heads) * D;
-    const float* x = p.qkv + (u64)t * width + (u64)h * D;
+    const float* x = h < p.n_heads ? p.q_src + (u64)t * p.q_stride + (u64)h * D
+                     : h < p.n_heads + p.n_kv_heads
+                         ? p.k_src + (u64)t * p.k_stride + (u64)(h - p.n_heads) * D
+                         : p.v_src + (u64)t * p.v_stride + (u64)(h - p.n_heads - p.n_kv_heads) * D;
     const u32 pos = p.positions[t];
     const bool is_q = h < p.n_heads;
     const u32 g = is_q ? 0 : (h - p.n_heads) % p.n_kv_heads;

@@ -299,7 +299,8 @@ fn gpu_backend_matches_cpu_backend() {
 
 /// The fused ops of stacked projections: `qkv_rope_store` in one GPU kernel against the same
 /// op by its parts (host split, `rope`, `kv_store`) on the GPU (bit-for-bit: same arithmetic)
-/// and on the CPU (Q within 1e-4, f32 angles); `glu_fused` against `glu` on the split halves.
+/// and on the CPU (Q within 1e-4, f32 angles); `rope_store` (the same kernel on separate Q, K,
+/// V products) against its parts, bit for bit; `glu_fused` against `glu` on the split halves.
 #[test]
 fn fused_qkv_rope_store_and_glu_match_their_parts() {
     let Some(dev) = gpu_util::device("fused_qkv_rope_store_and_glu") else {
@@ -372,6 +373,47 @@ fn fused_qkv_rope_store_and_glu_match_their_parts() {
             .unwrap();
         let e = rel(&gpu.to_host(&qf).unwrap(), &cpu.to_host(&qc).unwrap());
         assert!(e < 1e-4, "{kind:?}: q {e}");
+        // separate Q, K, V products: the fused kernel on three buffers against its parts
+        let (qw, kw) = (nh * hd, nkv * hd);
+        let col = |a: usize, b: usize| -> Vec<f32> {
+            qkv.chunks(w).flat_map(|r| r[a..b].to_vec()).collect()
+        };
+        let (qh, kh, vh) = (col(0, qw), col(qw, qw + kw), col(qw + kw, w));
+        let parts = |be: &GpuBackend| {
+            (
+                be.tensor(&qh, t, qw).unwrap(),
+                be.tensor(&kh, t, kw).unwrap(),
+                be.tensor(&vh, t, kw).unwrap(),
+            )
+        };
+        let (mut ks, mut vs) = (
+            gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+            gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+        );
+        let (q3, k3, v3) = parts(&gpu);
+        let qs = gpu
+            .rope_store(q3, k3, &v3, &rq, &rk, &mut ks, &mut vs, &batch)
+            .unwrap();
+        let (mut kq, mut vq) = (
+            gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+            gpu.kv_alloc(n_blocks, nkv, hd).unwrap(),
+        );
+        let (q3, k3, v3) = parts(&gpu);
+        let qq = rocmforge::backend::rope_store_parts(
+            &gpu,
+            q3,
+            k3,
+            &v3,
+            (&rq, &rk),
+            (&mut kq, &mut vq),
+            &batch,
+        )
+        .unwrap();
+        assert_eq!(gpu.to_host(&qs).unwrap(), gpu.to_host(&qq).unwrap());
+        assert_eq!(gpu.to_host(&qs).unwrap(), gpu.to_host(&qf).unwrap());
+        let os = gpu.to_host(&gpu.attention(&qs, &ks, &vs, &batch, &attn).unwrap());
+        let oq = gpu.to_host(&gpu.attention(&qq, &kq, &vq, &batch, &attn).unwrap());
+        assert_eq!(os.unwrap(), oq.unwrap(), "{kind:?}: separate caches differ");
     }
     // glu_fused against glu on the halves, on the GPU (bit-for-bit)
     let (n, h) = (9usize, 100usize);

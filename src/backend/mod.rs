@@ -199,6 +199,23 @@ pub trait Backend: Send + Sync + Sized + 'static {
     ) -> Result<Self::Tensor> {
         qkv_rope_store_split(self, qkv, rope_q, rope_k, k_cache, v_cache, batch)
     }
+    /// The attention input step of separate Q, K and V products (`q` `[n, q_cols]`, `k` and
+    /// `v` `[n, kv_cols]`): rotates Q and K, writes K and V into the caches at the batch's
+    /// slots, returns Q. The default calls `rope` twice and `kv_store` twice.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_store(
+        &self,
+        q: Self::Tensor,
+        k: Self::Tensor,
+        v: &Self::Tensor,
+        rope_q: &RopeParams,
+        rope_k: &RopeParams,
+        k_cache: &mut Self::Kv,
+        v_cache: &mut Self::Kv,
+        batch: &Batch,
+    ) -> Result<Self::Tensor> {
+        rope_store_parts(self, q, k, v, (rope_q, rope_k), (k_cache, v_cache), batch)
+    }
     /// Softmax of each row in place.
     fn softmax(&self, x: &mut Self::Tensor) -> Result<()>;
     /// Index of the largest element of each row (the first one on ties).
@@ -246,6 +263,24 @@ pub trait Backend: Send + Sync + Sized + 'static {
     }
 }
 
+/// [`Backend::rope_store`] by its parts: `rope` on Q and K, `kv_store` of K and V.
+pub fn rope_store_parts<B: Backend>(
+    be: &B,
+    q: B::Tensor,
+    k: B::Tensor,
+    v: &B::Tensor,
+    rope: (&RopeParams, &RopeParams),
+    caches: (&mut B::Kv, &mut B::Kv),
+    batch: &Batch,
+) -> Result<B::Tensor> {
+    let (mut q, mut k) = (q, k);
+    be.rope(&mut q, batch.positions, rope.0)?;
+    be.rope(&mut k, batch.positions, rope.1)?;
+    be.kv_store(caches.0, &k, batch)?;
+    be.kv_store(caches.1, v, batch)?;
+    Ok(q)
+}
+
 /// [`Backend::qkv_rope_store`] by its parts: split on the host, `rope`, `kv_store`.
 pub fn qkv_rope_store_split<B: Backend>(
     be: &B,
@@ -275,14 +310,10 @@ pub fn qkv_rope_store_split<B: Backend>(
         k.extend_from_slice(&row[qc..qc + kc]);
         v.extend_from_slice(&row[qc + kc..]);
     }
-    let (mut q, mut k, v) = (
+    let (q, k, v) = (
         be.tensor(&q, n, qc)?,
         be.tensor(&k, n, kc)?,
         be.tensor(&v, n, kc)?,
     );
-    be.rope(&mut q, batch.positions, rope_q)?;
-    be.rope(&mut k, batch.positions, rope_k)?;
-    be.kv_store(k_cache, &k, batch)?;
-    be.kv_store(v_cache, &v, batch)?;
-    Ok(q)
+    rope_store_parts(be, q, k, &v, (rope_q, rope_k), (k_cache, v_cache), batch)
 }

@@ -132,13 +132,10 @@ impl<B: Backend> Attention<B> {
         if let Some(w) = &self.k_norm {
             k = be.rms_norm(&k, w, s.rms_eps)?;
         }
-        be.rope(&mut q, batch.positions, s.rope_q)?;
-        be.rope(&mut k, batch.positions, s.rope_k)?;
+        let mut q = be.rope_store(q, k, &v, s.rope_q, s.rope_k, k_cache, v_cache, batch)?;
         if let Some(sc) = s.q_scale {
             be.scale(&mut q, sc)?;
         }
-        be.kv_store(k_cache, &k, batch)?;
-        be.kv_store(v_cache, &v, batch)?;
         let o = be.attention(&q, k_cache, v_cache, batch, &s.attn)?; // [n, n_head * head_dim]
         be.matmul(&self.wo, &o) // [n, n_embd]
     }

@@ -959,26 +959,12 @@ impl Backend for GpuBackend {
         v_cache: &mut GpuKv,
         batch: &Batch,
     ) -> Result<GpuTensor> {
-        // One kernel rotates K like Q: the same rotation apart from the head count.
-        let same_rotation = rope_q.kind == rope_k.kind
-            && rope_q.head_dim == rope_k.head_dim
-            && rope_q.n_rot == rope_k.n_rot
-            && rope_q.freq_base == rope_k.freq_base
-            && rope_q.freq_scale == rope_k.freq_scale
-            && rope_q.freq_factors == rope_k.freq_factors;
-        let d = rope_q.head_dim;
-        if !same_rotation
-            || k_cache.n_kv_heads != rope_k.n_heads
-            || k_cache.head_dim != d
-            || v_cache.n_kv_heads != k_cache.n_kv_heads
-            || v_cache.head_dim != d
-            || v_cache.n_blocks != k_cache.n_blocks
-        {
+        let Some(cfg) = fused_rope(rope_q, rope_k, k_cache, v_cache) else {
             return crate::backend::qkv_rope_store_split(
                 self, qkv, rope_q, rope_k, k_cache, v_cache, batch,
             );
-        }
-        let (nq, nkv) = (rope_q.n_heads, rope_k.n_heads);
+        };
+        let (nq, nkv, d) = (rope_q.n_heads, rope_k.n_heads, rope_q.head_dim);
         if qkv.rows != batch.n_tokens() || qkv.cols != (nq + 2 * nkv) * d {
             return Err(Error::InvalidInput(format!(
                 "qkv_rope_store: [{}, {}] for {} tokens of {nq} + 2 x {nkv} heads of {d}",
@@ -990,17 +976,6 @@ impl Backend for GpuBackend {
         let ix = self.index(batch, k_cache.n_blocks)?;
         let idx = ix.kv(batch.seqs.len(), qkv.rows);
         let ff = self.freq_factors_buf(rope_q)?;
-        let cfg = rope::RopeConfig {
-            heads: nq,
-            head_dim: d,
-            rot_dim: rope_q.n_rot,
-            mode: match rope_q.kind {
-                RopeKind::Normal => rope::RopeMode::Normal,
-                RopeKind::Neox => rope::RopeMode::Neox,
-            },
-            base: rope_q.freq_base,
-            freq_scale: rope_q.freq_scale,
-        };
         let q = self.out(qkv.rows, nq * d)?;
         rope::qkv_rope_store(
             &self.dev,
@@ -1013,6 +988,55 @@ impl Backend for GpuBackend {
             ff.as_deref(),
         )?;
         Ok(q)
+    }
+
+    fn rope_store(
+        &self,
+        q: GpuTensor,
+        k: GpuTensor,
+        v: &GpuTensor,
+        rope_q: &RopeParams,
+        rope_k: &RopeParams,
+        k_cache: &mut GpuKv,
+        v_cache: &mut GpuKv,
+        batch: &Batch,
+    ) -> Result<GpuTensor> {
+        let Some(cfg) = fused_rope(rope_q, rope_k, k_cache, v_cache) else {
+            return crate::backend::rope_store_parts(
+                self,
+                q,
+                k,
+                v,
+                (rope_q, rope_k),
+                (k_cache, v_cache),
+                batch,
+            );
+        };
+        let (nq, nkv, d) = (rope_q.n_heads, rope_k.n_heads, rope_q.head_dim);
+        let n = batch.n_tokens();
+        for (what, t, cols) in [("q", &q, nq * d), ("k", &k, nkv * d), ("v", v, nkv * d)] {
+            if t.rows != n || t.cols != cols {
+                return Err(Error::InvalidInput(format!(
+                    "rope_store: {what} [{}, {}] for {n} tokens of {cols} columns",
+                    t.rows, t.cols
+                )));
+            }
+        }
+        let ix = self.index(batch, k_cache.n_blocks)?;
+        let idx = ix.kv(batch.seqs.len(), n);
+        let ff = self.freq_factors_buf(rope_q)?;
+        let out = self.out(n, nq * d)?;
+        rope::rope_store(
+            &self.dev,
+            &cfg,
+            nkv,
+            [&q.buf, &k.buf, &v.buf],
+            &out.buf,
+            (&k_cache.buf, &v_cache.buf, k_cache.n_blocks),
+            &idx,
+            ff.as_deref(),
+        )?;
+        Ok(out)
     }
 
     fn softmax(&self, x: &mut GpuTensor) -> Result<()> {
@@ -1084,4 +1108,38 @@ impl Backend for GpuBackend {
         )?;
         Ok(out)
     }
+}
+
+/// The one rotation the fused attention-input kernel applies to Q and K, when Q and K rotate
+/// alike (apart from the head count) and the caches match K's heads and each other; `None`
+/// sends the caller to the ops by parts.
+fn fused_rope(
+    rope_q: &RopeParams,
+    rope_k: &RopeParams,
+    k_cache: &GpuKv,
+    v_cache: &GpuKv,
+) -> Option<rope::RopeConfig> {
+    let same_rotation = rope_q.kind == rope_k.kind
+        && rope_q.head_dim == rope_k.head_dim
+        && rope_q.n_rot == rope_k.n_rot
+        && rope_q.freq_base == rope_k.freq_base
+        && rope_q.freq_scale == rope_k.freq_scale
+        && rope_q.freq_factors == rope_k.freq_factors;
+    let d = rope_q.head_dim;
+    let fits = k_cache.n_kv_heads == rope_k.n_heads
+        && k_cache.head_dim == d
+        && v_cache.n_kv_heads == k_cache.n_kv_heads
+        && v_cache.head_dim == d
+        && v_cache.n_blocks == k_cache.n_blocks;
+    (same_rotation && fits).then_some(rope::RopeConfig {
+        heads: rope_q.n_heads,
+        head_dim: d,
+        rot_dim: rope_q.n_rot,
+        mode: match rope_q.kind {
+            RopeKind::Normal => rope::RopeMode::Normal,
+            RopeKind::Neox => rope::RopeMode::Neox,
+        },
+        base: rope_q.freq_base,
+        freq_scale: rope_q.freq_scale,
+    })
 }

@@ -97,7 +97,9 @@ pub fn rope(
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct QkvRopeStoreParams {
-    qkv: u64,
+    q_src: u64,
+    k_src: u64,
+    v_src: u64,
     q_out: u64,
     k_cache: u64,
     v_cache: u64,
@@ -113,6 +115,9 @@ struct QkvRopeStoreParams {
     max_blocks: u32,
     base: f32,
     freq_scale: f32,
+    q_stride: u32,
+    k_stride: u32,
+    v_stride: u32,
 }
 
 /// The attention input step in one launch: `qkv` `[tokens, (n_heads + 2 n_kv_heads) * head_dim]`
@@ -130,6 +135,53 @@ pub fn qkv_rope_store(
     idx: &KvIndex,
     freq_factors: Option<&GpuBuffer<f32>>,
 ) -> Result<()> {
+    let (d, t) = (cfg.head_dim, idx.tokens);
+    let (qc, kc) = (cfg.heads * d, n_kv_heads * d);
+    check_len("qkv", qkv, t * (qc + 2 * kc))?;
+    let w = qc + 2 * kc;
+    let src = [
+        (qkv.ptr(), w),
+        (qkv.ptr_at(qc)?, w),
+        (qkv.ptr_at(qc + kc)?, w),
+    ];
+    rope_store_launch(dev, cfg, n_kv_heads, src, q_out, caches, idx, freq_factors)
+}
+
+/// [`qkv_rope_store`] for separate products: `q` `[tokens, n_heads * head_dim]`, `k` and `v`
+/// `[tokens, n_kv_heads * head_dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_store(
+    dev: &GpuDevice,
+    cfg: &RopeConfig,
+    n_kv_heads: usize,
+    qkv: [&GpuBuffer<f32>; 3],
+    q_out: &GpuBuffer<f32>,
+    caches: (&GpuBuffer<half::f16>, &GpuBuffer<half::f16>, usize),
+    idx: &KvIndex,
+    freq_factors: Option<&GpuBuffer<f32>>,
+) -> Result<()> {
+    let (d, t) = (cfg.head_dim, idx.tokens);
+    let (qc, kc) = (cfg.heads * d, n_kv_heads * d);
+    check_len("rope_store q", qkv[0], t * qc)?;
+    check_len("rope_store k", qkv[1], t * kc)?;
+    check_len("rope_store v", qkv[2], t * kc)?;
+    let src = [(qkv[0].ptr(), qc), (qkv[1].ptr(), kc), (qkv[2].ptr(), kc)];
+    rope_store_launch(dev, cfg, n_kv_heads, src, q_out, caches, idx, freq_factors)
+}
+
+/// Launches `qkv_rope_store_f32` on Q, K and V rows at `src` (address, floats per token row),
+/// whose extents the caller checked.
+#[allow(clippy::too_many_arguments)]
+fn rope_store_launch(
+    dev: &GpuDevice,
+    cfg: &RopeConfig,
+    n_kv_heads: usize,
+    src: [(u64, usize); 3],
+    q_out: &GpuBuffer<f32>,
+    caches: (&GpuBuffer<half::f16>, &GpuBuffer<half::f16>, usize),
+    idx: &KvIndex,
+    freq_factors: Option<&GpuBuffer<f32>>,
+) -> Result<()> {
     let (k_cache, v_cache, num_blocks) = caches;
     let d = cfg.head_dim;
     if !cfg.rot_dim.is_multiple_of(2) || cfg.rot_dim > d {
@@ -139,7 +191,6 @@ pub fn qkv_rope_store(
         )));
     }
     let t = idx.tokens;
-    check_len("qkv", qkv, t * (cfg.heads + 2 * n_kv_heads) * d)?;
     check_len("q_out", q_out, t * cfg.heads * d)?;
     let kv = PagedKv {
         k: k_cache,
@@ -161,7 +212,9 @@ pub fn qkv_rope_store(
     }
     let k = dev.kernel(&ROPE, QKV_ROPE_STORE_F32)?;
     let p = QkvRopeStoreParams {
-        qkv: qkv.ptr(),
+        q_src: src[0].0,
+        k_src: src[1].0,
+        v_src: src[2].0,
         q_out: q_out.ptr(),
         k_cache: k_cache.ptr(),
         v_cache: v_cache.ptr(),
@@ -177,12 +230,16 @@ pub fn qkv_rope_store(
         max_blocks: dim("max_blocks", idx.max_blocks)?,
         base: cfg.base,
         freq_scale: cfg.freq_scale,
+        q_stride: dim("q row stride", src[0].1)?,
+        k_stride: dim("k row stride", src[1].1)?,
+        v_stride: dim("v row stride", src[2].1)?,
     };
     let lc = LaunchConfig {
         grid: (dim("tokens", t)?, heads as u32, 1),
         block: (64, 1, 1),
         shared_mem: 0,
     };
-    // SAFETY: extents checked; block ids and positions are validated by the backend's index.
+    // SAFETY: extents checked (by the callers for the sources); block ids and positions are
+    // validated by the backend's index.
     unsafe { dev.launch_params(&k, lc, &p) }
 }
