@@ -1029,16 +1029,17 @@ RF_MMVQM(RF_Q8_0, q8_0)
 // operations for rows of one sub-warp (warps_per_row 1) of at most 32 slices (896-column qwen
 // products: every chain has at most one slice), with the operands read from shared memory.
 // mmvqm reads them from global memory in loads that each touch 8 rows or 8 vectors, which made it
-// bound by L1 wavefronts (ncu), and re-reads x (2.3 bytes per weight byte at 32 vectors) from L2
-// for every 16 rows. Here a block of 4 VG warps holds 32 VG vectors: it copies their Q8_1 values
-// (rows padded so that the 8-byte B-fragment reads are conflict-free) and scales (transposed,
-// [slice][vector]) into dynamic shared memory once, then walks the row tiles tile0, tile0 +
-// tile_stride, ..., each 16-row weight tile (16 * row_bytes contiguous bytes) copied with 16-byte
-// cp.async one tile ahead (double buffered). Warp w of vector subgroup vg computes chains 4 m + w
-// of 16 rows x 32 vectors exactly as mmvqm does (bit-reversed m merged like a binary counter,
-// levels 2 and 1 across the 4 warps in shared memory), then + bias. 1-D grid: tile_stride x
-// `groups` blocks, the group fastest (the groups of one tile run together and share its weights
-// in L2). Dynamic shared memory: mmvqp_smem_bytes (the Rust side computes the same).
+// bound by L1 wavefronts (ncu: 74-84% of the LSU data pipe), and re-reads x (2.3 bytes per
+// weight byte at 32 vectors) from L2 for every 16 rows. Here a block of 4 VG RG warps holds 32 VG
+// vectors: it copies their Q8_1 values (rows padded so that the 8-byte B-fragment reads are
+// conflict-free) and scales (transposed, [slice][vector]) into dynamic shared memory once, then
+// walks the row tiles tile0, tile0 + tile_stride, ..., each tile of 16 RG rows (contiguous bytes)
+// copied with 16-byte cp.async one tile ahead (double buffered). Each group of 4 warps (vector
+// subgroup vg, rows 16 rg ..) computes chains 4 m + w of 16 rows x 32 vectors exactly as mmvqm
+// does (bit-reversed m merged like a binary counter, levels 2 and 1 across its 4 warps in shared
+// memory), then + bias. 1-D grid: tile_stride x `groups` blocks, the group fastest (the groups
+// of one tile run together and share its weights in L2). Dynamic shared memory: mmvqp_smem in
+// ops/matvec.rs (the same layout).
 RF_DEVICE u32 mmvqp_xpitch(u32 cols) { return ((cols + 127) & ~127u) + 32; }  // 8 mod 32 words
 #if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
 RF_DEVICE u32 rf_smem_addr(const void* p) {
