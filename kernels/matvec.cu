@@ -574,6 +574,7 @@ struct MmvqParams {
     u32 groups;          // 0: blockIdx.x is the row block, blockIdx.y the vector group; else a
                          // 1-D grid of row blocks x `groups` vector groups, the group fastest (the
                          // groups of one row block run together and re-read its weights from L2)
+    u32 tile_stride;     // mmvqp: row tiles between two tiles of one block (its blocks per group)
 };
 
 #define MMVQ_WARPS 4
@@ -1022,3 +1023,199 @@ template <int T, int NT, int SUBW, bool MMA> RF_DEVICE void mmvqm(const MmvqPara
     RF_KERNEL void __launch_bounds__(512) mmvqs4_##s(const MmvqParams p) { mmvqm<T, 4, 4, true>(p); }    \
     RF_KERNEL void mmvqd4_##s(const MmvqParams p) { mmvqm<T, 4, 1, false>(p); }
 RF_MMVQM(RF_Q8_0, q8_0)
+
+// ---------------------------------------------------------------------------------------------
+// Persistent, x-stationary tensor-core kernel ("mmvqp"; Q8_0, CUDA sm_80+): mmvqm's float
+// operations for rows of one sub-warp (warps_per_row 1) of at most 32 slices (896-column qwen
+// products: every chain has at most one slice), with the operands read from shared memory.
+// mmvqm reads them from global memory in loads that each touch 8 rows or 8 vectors, which made it
+// bound by L1 wavefronts (ncu: 74-84% of the LSU data pipe), and re-reads x (2.3 bytes per
+// weight byte at 32 vectors) from L2 for every 16 rows. Here a block of 4 VG RG warps holds 32 VG
+// vectors: it copies their Q8_1 values (rows padded so that the 8-byte B-fragment reads are
+// conflict-free) and scales (transposed, [slice][vector]) into dynamic shared memory once, then
+// walks the row tiles tile0, tile0 + tile_stride, ..., each tile of 16 RG rows (contiguous bytes)
+// copied with 16-byte cp.async one tile ahead (double buffered). Each group of 4 warps (vector
+// subgroup vg, rows 16 rg ..) computes chains 4 m + w of 16 rows x 32 vectors exactly as mmvqm
+// does (bit-reversed m merged like a binary counter, levels 2 and 1 across its 4 warps in shared
+// memory), then + bias. 1-D grid: tile_stride x `groups` blocks, the group fastest (the groups
+// of one tile run together and share its weights in L2). Dynamic shared memory: mmvqp_smem in
+// ops/matvec.rs (the same layout).
+RF_DEVICE u32 mmvqp_xpitch(u32 cols) { return ((cols + 127) & ~127u) + 32; }  // 8 mod 32 words
+#if defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
+RF_DEVICE u32 rf_smem_addr(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+RF_DEVICE void rf_cp16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(rf_smem_addr(dst)), "l"(src) : "memory");
+}
+RF_DEVICE void rf_cp4(void* dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(rf_smem_addr(dst)), "l"(src) : "memory");
+}
+RF_DEVICE void rf_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> RF_DEVICE void rf_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+#endif
+
+// A Q8_0 block in shared memory b: its scale at byte offset `so`, and this thread's weights k in
+// [8 t, 8 t + 8) as two words from the 3 aligned words at byte offset `qw` (a multiple of 4),
+// realigned by `sh` bits (0 or 16; the third word only when it is needed: unshifted, it would
+// lie past the block, for the last row of a tile in the next buffer, which cp.async may be
+// writing). The caller hoists qw and sh: 4 consecutive slices of a row are 136 bytes apart, so
+// both are the same for every chain of a warp.
+RF_DEVICE float mmvqp_load_q8_0(const u8* b, u32 qw, u32 sh, u32 so, int* q) {
+    const u32* w = (const u32*)(b + qw);
+    const u32 w0 = w[0], w1 = w[1], w2 = sh ? w[2] : 0u;
+    q[0] = (int)(u32)((((u64)w1 << 32) | w0) >> sh);
+    q[1] = (int)(u32)((((u64)w2 << 32) | w1) >> sh);
+    return rf_h2f(*(const u16*)(b + so));
+}
+
+template <int T, int VG, int RG> RF_DEVICE void mmvqp(const MmvqParams& p) {
+    RF_PDL_WAIT();
+#if WARP_SIZE == 32 && defined(RF_CUDA) && defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
+    constexpr int NT = 4, VB = 32 * VG, TR = 16 * RG;  // vectors and rows per block
+    extern __shared__ int4 mmvqp_dyn[];
+    const u32 nsl = p.cols / 32;
+    const u32 xp = mmvqp_xpitch(p.cols);
+    const u32 rb = (u32)p.row_bytes;
+    const u32 tb = TR * rb;  // a multiple of 32 (rb is even)
+    i8* sx = (i8*)mmvqp_dyn;                              // [VB][xp]
+    float* sd = (float*)(sx + VB * xp);                   // [nsl][VB]
+    u8* sw = (u8*)(sd + nsl * VB);                        // [2][tb]
+    float* part = (float*)(sw + 2 * tb);                  // [VG RG][4][16][32]
+    const int lane = threadIdx.x % WARP_SIZE, wid = threadIdx.x / WARP_SIZE;
+    const int warp = wid % MMVQM_WARPS, sub = wid / MMVQM_WARPS;
+    const int vg = sub % VG, rg = sub / VG;  // this warp's vectors 32 vg.., rows 16 rg.. of the tile
+    const int g = lane >> 2, t = lane & 3;
+    const u32 groups = p.groups ? p.groups : 1;
+    const u32 grp = blockIdx.x % groups;
+    const u32 tiles = (p.rows + TR - 1) / TR;
+    const u32 v0 = grp * VB;
+    {
+        const u32 c16 = p.cols / 16;
+        for (u32 i = threadIdx.x; i < VB * c16; i += blockDim.x) {
+            const u32 v = i / c16, c = i - v * c16;
+            rf_cp16(sx + v * xp + 16 * c, p.xq + (u64)min(v0 + v, p.n - 1) * p.cols + 16 * c);
+        }
+        for (u32 i = threadIdx.x; i < VB * nsl; i += blockDim.x) {
+            const u32 s = i / VB, v = i - s * VB;
+            rf_cp4(sd + i, &p.xds[(u64)min(v0 + v, p.n - 1) * nsl + s].x);
+        }
+    }
+    // Row tile `tl` into buffer `buf`: 16-byte copies, the 2-byte tail of a ragged last tile
+    // with plain loads (visible after the barrier that precedes its use).
+    auto load_tile = [&](u32 tl, u32 buf) {
+        const u32 r0 = tl * TR;
+        const u32 bytes = min((u32)TR, p.rows - r0) * rb;
+        const u8* src = p.w + (u64)r0 * rb;
+        u8* dst = sw + buf * tb;
+        const u32 n16 = bytes / 16;
+        for (u32 o = threadIdx.x; o < n16; o += blockDim.x) rf_cp16(dst + 16 * o, src + 16 * o);
+        for (u32 o = 16 * n16 + 2 * threadIdx.x; o < bytes; o += 2 * blockDim.x)
+            *(u16*)(dst + o) = *(const u16*)(src + o);
+    };
+    u32 tile = blockIdx.x / groups, buf = 0;
+    if (tile < tiles) load_tile(tile, 0);
+    rf_cp_commit();  // x, scales and the first tile
+    const i8* xrow[NT];
+    const float* drow[NT];
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        xrow[j] = sx + (vg * 32 + 8 * j + g) * xp + 8 * t;
+        drow[j] = sd + vg * 32 + 8 * j + 2 * t;
+    }
+    float* mypart = part + sub * (MMVQM_WARPS * 16 * WARP_SIZE);
+    for (; tile < tiles; tile += p.tile_stride, buf ^= 1) {
+        if (tile + p.tile_stride < tiles) load_tile(tile + p.tile_stride, buf ^ 1);
+        rf_cp_commit();
+        rf_cp_wait<1>();  // everything but the tile just requested
+        __syncthreads();
+        const u32 row0 = tile * TR + 16 * rg;      // this warp's first row (may be past the end)
+        const u32 nr = min((u32)TR, p.rows - tile * TR);  // rows in the tile
+        const u32 rl = 16 * rg;                    // its first row within the tile
+        const u8* sb = (const u8*)mmvqp_dyn;
+        const u32 wbase = (u32)(sw - (u8*)mmvqp_dyn) + buf * tb;
+        // rows g and g + 8 (clamped): block `warp` (the chains' slices are warp + 4 m), its
+        // weights' aligned start and shift
+        const u32 sa = wbase + min(rl + g, nr - 1) * rb + QInfo<T>::BYTES * warp;
+        const u32 sbb = wbase + min(rl + g + 8, nr - 1) * rb + QInfo<T>::BYTES * warp;
+        const u32 qwa = (sa + 2 + 8 * t) & ~3u, sha = ((sa + 2 + 8 * t) & 3u) * 8u;
+        const u32 qwb = (sbb + 2 + 8 * t) & ~3u, shb = ((sbb + 2 + 8 * t) & 3u) * 8u;
+        float stk[MMVQM_LOG][NT][4];
+        float cur[NT][4];
+#pragma unroll
+        for (int k = 0; k < (1 << MMVQM_LOG); k++) {
+            int m = 0;  // k bit-reversed
+#pragma unroll
+            for (int b = 0; b < MMVQM_LOG; b++) m |= ((k >> b) & 1) << (MMVQM_LOG - 1 - b);
+            const u32 s = MMVQM_WARPS * m + warp;  // chain = its only slice
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) cur[j][i] = 0.0f;
+            if (s < nsl) {
+                const u32 off = MMVQM_WARPS * QInfo<T>::BYTES * m;  // a multiple of 4 (136 m)
+                int qa[2], qb[2], acc[NT][4];
+                const float da = mmvqp_load_q8_0(sb, qwa + off, sha, sa + off, qa);
+                const float db = mmvqp_load_q8_0(sb, qwb + off, shb, sbb + off, qb);
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    const int2 xv = *(const int2*)(xrow[j] + 32 * s);
+                    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
+                        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+                        : "=r"(acc[j][0]), "=r"(acc[j][1]), "=r"(acc[j][2]), "=r"(acc[j][3])
+                        : "r"(qa[0]), "r"(qb[0]), "r"(qa[1]), "r"(qb[1]), "r"(xv.x), "r"(xv.y),
+                          "r"(MMVQM_BIAS));
+                }
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    const float2 xd = *(const float2*)(drow[j] + s * VB);
+                    cur[j][0] += Mmvqm<T>::term(da, xd.x, __int_as_float(acc[j][0]) - MMVQM_BIASF);
+                    cur[j][1] += Mmvqm<T>::term(da, xd.y, __int_as_float(acc[j][1]) - MMVQM_BIASF);
+                    cur[j][2] += Mmvqm<T>::term(db, xd.x, __int_as_float(acc[j][2]) - MMVQM_BIASF);
+                    cur[j][3] += Mmvqm<T>::term(db, xd.y, __int_as_float(acc[j][3]) - MMVQM_BIASF);
+                }
+            }
+#pragma unroll
+            for (int l = 0; l < MMVQM_LOG; l++) {
+                if (((k >> l) & 1) == 0) {
+#pragma unroll
+                    for (int j = 0; j < NT; j++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++) stk[l][j][i] = cur[j][i];
+                    break;
+                }
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) cur[j][i] = stk[l][j][i] + cur[j][i];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) mypart[(warp * 16 + 4 * j + i) * WARP_SIZE + lane] = cur[j][i];
+        __syncthreads();  // (also: every thread is done with this weight buffer)
+        // warp w finishes tile column w: outputs 4 w .. 4 w + 3 of `lane`
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int o = 4 * warp + i;
+            const float r = (mypart[(0 * 16 + o) * WARP_SIZE + lane] + mypart[(2 * 16 + o) * WARP_SIZE + lane]) +
+                            (mypart[(1 * 16 + o) * WARP_SIZE + lane] + mypart[(3 * 16 + o) * WARP_SIZE + lane]);
+            const u32 row = row0 + g + 8 * (i >> 1);
+            const u32 v = v0 + vg * 32 + 8 * warp + 2 * t + (i & 1);
+            if (row < p.rows && v < p.n) p.y[(u64)v * p.y_stride + row] = r + (p.bias ? p.bias[row] : 0.0f);
+        }
+    }
+    rf_cp_wait<0>();
+#endif
+}
+
+// mmvqp8: 8 warps, 64 vectors x 16 rows per block; mmvqp4: 4 warps, 32 x 16; mmvqr8: 8 warps,
+// 32 vectors x 32 rows (two 16-row halves, one per group of 4 warps, sharing x).
+#define RF_MMVQP(T, s)                                                                              \
+    RF_KERNEL void __launch_bounds__(256, 2) mmvqp8_##s(const MmvqParams p) { mmvqp<T, 2, 1>(p); } \
+    RF_KERNEL void __launch_bounds__(128, 3) mmvqp4_##s(const MmvqParams p) { mmvqp<T, 1, 1>(p); } \
+    RF_KERNEL void __launch_bounds__(256, 2) mmvqr8_##s(const MmvqParams p) { mmvqp<T, 1, 2>(p); }
+RF_MMVQP(RF_Q8_0, q8_0)

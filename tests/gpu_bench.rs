@@ -501,6 +501,22 @@ fn invariant_batched_matvec() {
         (896, 4864, 24),
         (151_936, 896, 1),
     ];
+    // `MM_SHAPES=2,4` keeps those shapes (indices), `MM_COUNT=1` at most that many matrices
+    // per shape (for profiling one launch).
+    let keep: Option<Vec<usize>> = std::env::var("MM_SHAPES").ok().map(|v| {
+        v.split(',')
+            .map(|i| i.parse().expect("MM_SHAPES"))
+            .collect()
+    });
+    let most: usize = std::env::var("MM_COUNT")
+        .ok()
+        .map_or(usize::MAX, |v| v.parse().expect("MM_COUNT"));
+    let shapes: Vec<(usize, usize, usize)> = shapes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| keep.as_ref().is_none_or(|k| k.contains(i)))
+        .map(|(_, &(r, c, n))| (r, c, n.min(most)))
+        .collect();
     let ty = GgmlType::Q8_0;
     let mats: Vec<Vec<GpuBuffer<u8>>> = shapes
         .iter()
@@ -555,6 +571,22 @@ fn invariant_batched_matvec() {
                 },
                 "s4" => Tuning {
                     mma: 5,
+                    mma_min_batch: 1,
+                    ..d
+                },
+                "p2" => Tuning {
+                    mma: 6,
+                    mma_min_batch: 1,
+                    ..d
+                },
+                "old" => Tuning { mma: 9, ..d },
+                "r2" => Tuning {
+                    mma: 10,
+                    mma_min_batch: 1,
+                    ..d
+                },
+                "p1" => Tuning {
+                    mma: 7,
                     mma_min_batch: 1,
                     ..d
                 },

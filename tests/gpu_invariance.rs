@@ -76,7 +76,9 @@ fn matvec_rows_do_not_depend_on_the_batch() {
             // take the 8-vector kernel, 13 and 70 the quad kernel or, with it off, several groups
             // of the 8-vector kernel; the tensor-core kernel (Q8_0) from 2 vectors, one partial
             // group or several: by shape (1), 32 (2) or 16 (3) vectors per block, its dp4a twin
-            // (4), sub-warps side by side (5)
+            // (4), sub-warps side by side (5), the persistent x-stationary kernel with 64 (6) or
+            // 32 (7) vectors per block, and with one block walking every row tile (8), by shape
+            // without it (9), and with 32 rows per block (10)
             let mut cases = vec![
                 (2, true, 0, 9),
                 (3, true, 0, 9),
@@ -102,6 +104,16 @@ fn matvec_rows_do_not_depend_on_the_batch() {
                     (13, true, 5, 9),
                     (33, true, 5, 9),
                     (70, true, 5, 9),
+                    (2, true, 6, 2),
+                    (9, true, 6, 9),
+                    (70, true, 6, 9),
+                    (33, true, 7, 9),
+                    (70, true, 7, 9),
+                    (13, true, 8, 9),
+                    (70, true, 8, 9),
+                    (70, true, 9, 9),
+                    (13, true, 10, 9),
+                    (70, true, 10, 9),
                 ]);
             }
             for (batch, quad, mma, mma_min_batch) in cases {

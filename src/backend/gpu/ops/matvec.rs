@@ -56,6 +56,7 @@ struct MmvqParams {
     y_stride: u32,
     warps_per_row: u32,
     groups: u32,
+    tile_stride: u32,
 }
 
 /// Benchmark knobs for the integer path; [`Tuning::default`] is what production uses.
@@ -79,7 +80,13 @@ pub struct Tuning {
     /// (`mmvqm`, same float operations as the others): 0 never, 1 by shape (then also 8
     /// vectors on large matrices of short rows), 2 always 32 vectors per block (`mmvqm4`), 3
     /// always 16 (`mmvqm2`), 4 its dp4a twin (`mmvqd4`, a check), 5 always the 16-warp blocks
-    /// of 32 vectors (`mmvqs4`). `ROCMFORGE_MMA=N` overrides it process-wide.
+    /// of 32 vectors (`mmvqs4`), 6 the persistent x-stationary kernel with 64 vectors per block
+    /// (`mmvqp8`) where it applies (else by shape), 7 the same with 32 (`mmvqp4`; by shape takes
+    /// it from 17 vectors on rows of at most 1024 columns), 8 `mmvqp4`
+    /// with one block per vector group (a check of its tile loop), 9 by shape without `mmvqp`
+    /// (session 4's choice, for comparisons), 10 `mmvqp` with 32 vectors x 32 rows per block
+    /// (`mmvqr8`) where it applies. `ROCMFORGE_MMA=N` overrides
+    /// it process-wide.
     pub mma: u32,
     /// See [`Tuning::mma`].
     pub mma_min_batch: u32,
@@ -181,6 +188,31 @@ fn warps_per_row(t: Tuning, ty: GgmlType, rows: usize, slices: usize, small_grid
 /// Rows per block of the tensor-core kernel (`mmvqm`; its blocks are 4 warps).
 const MMVQM_ROWS: usize = 16;
 
+/// The CUDA compute capability as a number (`sm_90a` -> 90), 0 when the arch is not `sm_*`.
+fn sm_version(dev: &GpuDevice) -> u32 {
+    dev.info()
+        .arch
+        .strip_prefix("sm_")
+        .and_then(|a| {
+            a.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// [`Tuning::mma`], or `ROCMFORGE_MMA=N`, which overrides it process-wide (A/B runs of whole
+/// programs).
+fn mma_mode(t: Tuning) -> u32 {
+    static ENV: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        std::env::var("ROCMFORGE_MMA")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+    .unwrap_or(t.mma)
+}
+
 /// The tensor-core kernel for this product, if it takes it: (kernel prefix, vectors per block,
 /// warps per block).
 fn mma_variant(
@@ -191,28 +223,12 @@ fn mma_variant(
     batch: usize,
 ) -> Option<(&'static str, usize, usize)> {
     let info = dev.info();
-    let sm = info
-        .arch
-        .strip_prefix("sm_")
-        .and_then(|a| {
-            a.trim_end_matches(|c: char| !c.is_ascii_digit())
-                .parse::<u32>()
-                .ok()
-        })
-        .unwrap_or(0);
-    // `ROCMFORGE_MMA=N` overrides the knob process-wide (A/B runs of whole programs).
-    static ENV: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    let mode = ENV
-        .get_or_init(|| {
-            std::env::var("ROCMFORGE_MMA")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(t.mma);
+    let sm = sm_version(dev);
+    let mode = mma_mode(t);
     // By shape, 8 vectors (the 8-vector kernel's batch) take it only for large matrices of
     // short rows (H100, qwen2-0.5b shapes at 8 vectors: 9728x896 9.8 vs 17.4 us, 151936x896
     // 83 vs 197 us; 896x896 6.1 vs 5.5 us).
-    let min_batch = if mode == 1 && w.rows >= 4096 && wpr == 1 {
+    let min_batch = if (mode == 1 || mode == 9) && w.rows >= 4096 && wpr == 1 {
         (t.mma_min_batch as usize).min(8)
     } else {
         t.mma_min_batch as usize
@@ -250,6 +266,172 @@ fn mma_variant(
     })
 }
 
+/// Persistent x-stationary tensor-core kernels (`mmvqp` in matvec.cu): 8 warps and 64 vectors
+/// x 16 rows per block, 4 warps and 32 x 16, or 8 warps and 32 x 32.
+const MMVQP8_PREFIX: &str = "mmvqp8";
+const MMVQP4_PREFIX: &str = "mmvqp4";
+const MMVQR8_PREFIX: &str = "mmvqr8";
+/// By shape ([`Tuning::mma`] 1), `mmvqp` takes products of more vectors than this.
+const MMVQP_MIN_BATCH: usize = 16;
+
+/// How `mmvqp` runs a product: kernel, vector subgroups of 32 and row subgroups of 16 per block
+/// (`vg * rg` is 1 or 2), dynamic shared memory, blocks per vector group (row tiles between two
+/// tiles of one block).
+struct MmvqpPlan {
+    prefix: &'static str,
+    vg: usize,
+    rg: usize,
+    smem: usize,
+    tile_stride: usize,
+}
+
+/// Dynamic shared memory of `mmvqp` (as the kernel lays it out): the block's vectors' Q8_1
+/// values (rows padded to 8 mod 32 words) and scales, two 16-row weight tiles, the cross-warp
+/// sums.
+fn mmvqp_smem(vg: usize, rg: usize, cols: usize, row_bytes: usize) -> usize {
+    let vb = 32 * vg;
+    let xp = cols.next_multiple_of(128) + 32;
+    vb * xp + cols / 32 * vb * 4 + 2 * 16 * rg * row_bytes + vg * rg * 4 * 16 * 32 * 4
+}
+
+/// `mmvqp` for this product, if it takes it (`mma_variant` already chose the tensor-core kernel
+/// family; by shape from 17 vectors, or forced by modes 6-8): Q8_0
+/// rows of one sub-warp and at most 32 slices, weights 16-byte aligned, and the shared memory
+/// fits the chip (per block and per multiprocessor, by compute capability).
+fn mmvqp_plan(
+    dev: &GpuDevice,
+    t: Tuning,
+    w: &QMatrix,
+    wpr: u32,
+    batch: usize,
+    wp: u64,
+    row_bytes: usize,
+) -> Option<MmvqpPlan> {
+    let mode = mma_mode(t);
+    let (prefix, vg, rg) = match mode {
+        // by shape: from 17 vectors (H100, qwen2-0.5b Q8_0 shapes, `mmvqp4` against `mmvqm*`:
+        // 9728x896 at 16 / 32 / 64 / 128 vectors 17.1 / 12.3 / 16.2 / 25.1 us against 10.1 /
+        // 16.7 / 22.5 / 37.3; 151936x896 85.5 / 79.6 / 147 / 281 against 89.7 / 125 / 238 /
+        // 472; 896x896 and 1152x896 within 0.5 us either way; 64 vectors per block never better)
+        1 if batch > MMVQP_MIN_BATCH => (MMVQP4_PREFIX, 1, 1),
+        6 => (MMVQP8_PREFIX, 2, 1),
+        7 | 8 => (MMVQP4_PREFIX, 1, 1),
+        10 => (MMVQR8_PREFIX, 1, 2),
+        _ => return None,
+    };
+    if w.ty != GgmlType::Q8_0 || wpr != 1 || w.cols > 32 * 32 || !wp.is_multiple_of(16) {
+        return None;
+    }
+    // Shared memory per block (opt-in maximum) and per multiprocessor.
+    let (per_block, per_sm) = match sm_version(dev) {
+        90 | 100 | 103 => (227 * 1024, 228 * 1024),
+        80 | 87 => (163 * 1024, 164 * 1024),
+        _ => (99 * 1024, 100 * 1024),
+    };
+    let smem = mmvqp_smem(vg, rg, w.cols, row_bytes);
+    if smem > per_block {
+        return None;
+    }
+    // resident blocks per multiprocessor: shared memory (1 KiB reserved per block) and the
+    // kernels' launch bounds (256 threads x 2, 128 x 3)
+    let resident = (per_sm / (smem + 1024)).clamp(1, if vg * rg == 2 { 2 } else { 3 });
+    let slots = resident * (dev.info().multiprocessors as usize).max(1);
+    let groups = batch.div_ceil(32 * vg);
+    let tiles = w.rows.div_ceil(16 * rg);
+    let tile_stride = if mode == 8 {
+        1
+    } else {
+        // as many blocks as fit at once, every block the same number of tiles
+        let ts = (slots / groups).clamp(1, tiles);
+        tiles.div_ceil(tiles.div_ceil(ts))
+    };
+    Some(MmvqpPlan {
+        prefix,
+        vg,
+        rg,
+        smem,
+        tile_stride,
+    })
+}
+
+/// Quantizes `batch` vectors of `cols` floats to Q8_1 in pooled scratch: (scratch, xq, xds).
+fn quantize_x(
+    dev: &GpuDevice,
+    x: &GpuBuffer<f32>,
+    batch: usize,
+    cols: usize,
+) -> Result<(GpuBuffer<u8>, u64, u64)> {
+    let total = batch * cols;
+    // xq: total int8 values; xds: total / 32 (d, d * sum) pairs after it (total % 32 == 0).
+    let scratch = dev.alloc_pooled::<u8>(total + total / 32 * 8)?;
+    let q = dev.kernel(&MATVEC, QUANTIZE_Q8_1)?;
+    let blocks = (total / 4).div_ceil(256);
+    let cfg = LaunchConfig {
+        grid: (dim("quantize blocks", blocks)?, 1, 1),
+        block: (256, 1, 1),
+        shared_mem: 0,
+    };
+    let xq = scratch.ptr();
+    let xds = xq + total as u64;
+    let qp = QuantizeParams {
+        x: x.ptr(),
+        xq,
+        xds,
+        total: dim("quantize elements", total)?,
+    };
+    // SAFETY: x holds `total` floats (checked by the caller), scratch `total + total / 8`
+    // bytes; params mirror the kernel struct.
+    unsafe { dev.launch_params(&q, cfg, &qp)? };
+    Ok((scratch, xq, xds))
+}
+
+/// Runs `mmvqp` as planned (shapes checked by [`matvec`]).
+#[allow(clippy::too_many_arguments)]
+fn mmvqp(
+    dev: &GpuDevice,
+    w: &QMatrix,
+    wp: u64,
+    row_bytes: usize,
+    x: &GpuBuffer<f32>,
+    bias: Option<&GpuBuffer<f32>>,
+    y: &GpuBuffer<f32>,
+    batch: usize,
+    plan: MmvqpPlan,
+) -> Result<()> {
+    let (scratch, xq, xds) = quantize_x(dev, x, batch, w.cols)?;
+    let k = dev.kernel(&MATVEC, &format!("{}_q8_0", plan.prefix))?;
+    let groups = batch.div_ceil(32 * plan.vg);
+    let p = MmvqParams {
+        w: wp,
+        xq,
+        xds,
+        x: x.ptr(),
+        bias: bias.map_or(0, |b| b.ptr()),
+        y: y.ptr(),
+        row_bytes: row_bytes as u64,
+        rows: dim("rows", w.rows)?,
+        cols: dim("cols", w.cols)?,
+        n: dim("batch", batch)?,
+        y_stride: dim("rows", w.rows)?,
+        warps_per_row: 1,
+        groups: dim("groups", groups)?,
+        tile_stride: dim("tile stride", plan.tile_stride)?,
+    };
+    let cfg = LaunchConfig {
+        grid: (dim("blocks", plan.tile_stride * groups)?, 1, 1),
+        block: (dim("threads", 128 * plan.vg * plan.rg)?, 1, 1),
+        shared_mem: dim("shared memory", plan.smem)?,
+    };
+    // SAFETY: matrix, x, y and bias extents checked by the caller; the weights are 16-byte
+    // aligned (checked by the plan) and the kernel reads whole rows only (16 * row_bytes is a
+    // multiple of 16; a ragged last tile's tail is read in 2-byte loads); scratch and shared
+    // memory sized above; params mirror the kernel struct. The scratch goes back to the pool
+    // after the launch is queued (later users are ordered after this kernel on the stream).
+    let r = unsafe { dev.launch_params(&k, cfg, &p) };
+    drop(scratch);
+    r
+}
+
 /// The integer path: quantize x to Q8_1 in pooled scratch, then dot.
 /// Shapes already checked by [`matvec`]; `se` is [`mmvq_slice`] of the type.
 fn mmvq(
@@ -269,6 +451,11 @@ fn mmvq(
     let small_grid = 32 * (dev.info().multiprocessors as usize).max(1);
     let wpr = warps_per_row(t, w.ty, w.rows, w.cols / se, small_grid) as usize;
     let mma = mma_variant(dev, t, w, wpr as u32, batch);
+    if mma.is_some() {
+        if let Some(plan) = mmvqp_plan(dev, t, w, wpr as u32, batch, wp, row_bytes) {
+            return mmvqp(dev, w, wp, row_bytes, x, bias, y, batch, plan);
+        }
+    }
     // Over 8 vectors without tensor cores: the quad kernel (same float operations, `mmvqt` in
     // matvec.cu), which needs x pre-quantized and holds WARP_SIZE rows per block.
     let quads = mma.is_none() && batch > QUAD_MIN_BATCH && t.quad;
@@ -313,27 +500,7 @@ fn mmvq(
     let (scratch, xq, xds, shared_mem) = if fuse {
         (None, 0, 0, dim("shared memory", smem)?)
     } else {
-        let total = batch * w.cols;
-        // xq: total int8 values; xds: total / 32 (d, d * sum) pairs after it (total % 32 == 0).
-        let scratch = dev.alloc_pooled::<u8>(total + total / 32 * 8)?;
-        let q = dev.kernel(&MATVEC, QUANTIZE_Q8_1)?;
-        let blocks = (total / 4).div_ceil(256);
-        let cfg = LaunchConfig {
-            grid: (dim("quantize blocks", blocks)?, 1, 1),
-            block: (256, 1, 1),
-            shared_mem: 0,
-        };
-        let xq = scratch.ptr();
-        let xds = xq + total as u64;
-        let qp = QuantizeParams {
-            x: x.ptr(),
-            xq,
-            xds,
-            total: dim("quantize elements", total)?,
-        };
-        // SAFETY: x holds `total` floats (checked by the caller), scratch `total + total / 8`
-        // bytes; params mirror the kernel struct.
-        unsafe { dev.launch_params(&q, cfg, &qp)? };
+        let (scratch, xq, xds) = quantize_x(dev, x, batch, w.cols)?;
         (Some(scratch), xq, xds, 0)
     };
     let prefix = match (mma, fuse, nb) {
@@ -362,6 +529,7 @@ fn mmvq(
         y_stride: dim("rows", w.rows)?,
         warps_per_row: wpr as u32,
         groups: 0,
+        tile_stride: 0,
     };
     let row_blocks = w.rows.div_ceil(block_rows);
     let groups = batch.div_ceil(nb);
