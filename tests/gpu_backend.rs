@@ -438,3 +438,69 @@ fn fused_qkv_rope_store_and_glu_match_their_parts() {
         assert_eq!(f, gpu.to_host(&parts).unwrap(), "{kind:?}");
     }
 }
+
+/// `matmul_bias_many` (x rounded to Q8_1 once for separate Q, K and V products of different
+/// types) against one `matmul_bias` per matrix: bit for bit, at 1, 4 and 20 tokens, with and
+/// without biases, in the default and the batch-invariant mode (tensor-core kernels for Q8_0
+/// from 17 vectors), and a mixed set with a float matrix (each product on its own path).
+#[test]
+fn matmul_bias_many_equals_separate_products() {
+    let Some(dev) = gpu_util::device("matmul_bias_many_equals_separate_products") else {
+        return;
+    };
+    let mut rng = gpu_util::rng("matmul_bias_many_equals_separate_products");
+    let d = 512;
+    for invariant in [false, true] {
+        let gpu = GpuBackend::new(dev.clone()).with_batch_invariance(invariant);
+        for types in [
+            [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0],
+            [GgmlType::Q8_0, GgmlType::Q8_0, GgmlType::Q8_0],
+            [GgmlType::Q4K, GgmlType::F16, GgmlType::Q6K],
+        ] {
+            let rows = [256usize, 128, 96];
+            let ws: Vec<_> = types
+                .iter()
+                .zip(rows)
+                .map(|(&ty, r)| {
+                    let vals = randn(&mut rng, r * d, 1.0);
+                    let rb = ty.row_bytes(d as u64).unwrap() as usize;
+                    let mut bytes = vec![0u8; rb * r];
+                    for i in 0..r {
+                        quantize_row(
+                            ty,
+                            &vals[i * d..(i + 1) * d],
+                            &mut bytes[i * rb..(i + 1) * rb],
+                        )
+                        .unwrap();
+                    }
+                    gpu.weight(ty, r, d, Arc::new(bytes)).unwrap()
+                })
+                .collect();
+            let biases: Vec<_> = rows
+                .iter()
+                .map(|&r| gpu.tensor(&randn(&mut rng, r, 1.0), 1, r).unwrap())
+                .collect();
+            for m in [1usize, 4, 20] {
+                let x = gpu.tensor(&randn(&mut rng, m * d, 1.0), m, d).unwrap();
+                for with_bias in [false, true] {
+                    let pairs: Vec<_> = ws
+                        .iter()
+                        .zip(&biases)
+                        .map(|(w, b)| (w, with_bias.then_some(b)))
+                        .collect();
+                    let many = gpu.matmul_bias_many(&pairs, &x).unwrap();
+                    assert_eq!(many.len(), 3);
+                    for (i, (&(w, b), got)) in pairs.iter().zip(&many).enumerate() {
+                        let want = gpu.to_host(&gpu.matmul_bias(w, &x, b).unwrap()).unwrap();
+                        let got = gpu.to_host(got).unwrap();
+                        assert!(got.iter().all(|v| v.is_finite()));
+                        assert_eq!(
+                            got, want,
+                            "{types:?}[{i}] m={m} bias {with_bias} invariant {invariant}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

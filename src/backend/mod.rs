@@ -140,6 +140,15 @@ pub trait Backend: Send + Sync + Sized + 'static {
         }
         Ok(y)
     }
+    /// Several products of one `x`, each `(w, b)` as in [`Backend::matmul_bias`]; a GPU backend
+    /// prepares x once for all of them.
+    fn matmul_bias_many(
+        &self,
+        ws: &[(&Self::Weight, Option<&Self::Tensor>)],
+        x: &Self::Tensor,
+    ) -> Result<Vec<Self::Tensor>> {
+        ws.iter().map(|&(w, b)| self.matmul_bias(w, x, b)).collect()
+    }
     /// `x += y` (same shape).
     fn add(&self, x: &mut Self::Tensor, y: &Self::Tensor) -> Result<()>;
     /// `x[i, :] += b[0, :]` for every row.

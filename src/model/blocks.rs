@@ -123,9 +123,12 @@ impl<B: Backend> Attention<B> {
                 bv,
             } => (wq, wk, wv, bq, bk, bv),
         };
-        let mut q = be.matmul_bias(wq, x, bq.as_ref())?; // [n, n_head * head_dim]
-        let mut k = be.matmul_bias(wk, x, bk.as_ref())?; // [n, n_head_kv * head_dim]
-        let v = be.matmul_bias(wv, x, bv.as_ref())?; // [n, n_head_kv * head_dim]
+        // [n, n_head * head_dim], [n, n_head_kv * head_dim] twice
+        let qkv = [(wq, bq.as_ref()), (wk, bk.as_ref()), (wv, bv.as_ref())];
+        let [mut q, mut k, v]: [B::Tensor; 3] = be
+            .matmul_bias_many(&qkv, x)?
+            .try_into()
+            .map_err(|_| crate::Error::Model("matmul_bias_many: not three outputs".into()))?;
         if let Some(w) = &self.q_norm {
             q = be.rms_norm(&q, w, s.rms_eps)?; // per head
         }

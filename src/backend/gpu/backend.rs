@@ -791,6 +791,46 @@ impl Backend for GpuBackend {
         Ok(out)
     }
 
+    fn matmul_bias_many(
+        &self,
+        ws: &[(&GpuWeight, Option<&GpuTensor>)],
+        x: &GpuTensor,
+    ) -> Result<Vec<GpuTensor>> {
+        if !(x.rows <= MATVEC_MAX_TOKENS || self.batch_invariant) {
+            return ws.iter().map(|&(w, b)| self.matmul_bias(w, x, b)).collect();
+        }
+        for &(w, b) in ws {
+            if x.cols != w.cols {
+                return Err(Error::InvalidInput(format!(
+                    "matmul: x has {} columns, weight {}x{}",
+                    x.cols, w.rows, w.cols
+                )));
+            }
+            if let Some(b) = b {
+                if b.rows * b.cols != w.rows {
+                    return Err(Error::InvalidInput(format!(
+                        "matmul: bias of {} for {} rows",
+                        b.rows * b.cols,
+                        w.rows
+                    )));
+                }
+            }
+        }
+        let outs = ws
+            .iter()
+            .map(|(w, _)| self.out(x.rows, w.rows))
+            .collect::<Result<Vec<_>>>()?;
+        let qs: Vec<_> = ws.iter().map(|(w, _)| w.q()).collect();
+        let products: Vec<_> = ws
+            .iter()
+            .zip(&qs)
+            .zip(&outs)
+            .map(|((&(_, b), q), o)| (q, b.map(|b| &b.buf), &o.buf))
+            .collect();
+        matvec::matvec_shared_x(&self.dev, &products, &x.buf, x.rows)?;
+        Ok(outs)
+    }
+
     fn add(&self, x: &mut GpuTensor, y: &GpuTensor) -> Result<()> {
         same_shape(x, y, "add")?;
         elementwise::elementwise(&self.dev, &x.buf, x.rows * x.cols, EltOp::Add(&y.buf))

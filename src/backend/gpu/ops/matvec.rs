@@ -397,8 +397,15 @@ fn mmvqp(
     y: &GpuBuffer<f32>,
     batch: usize,
     plan: MmvqpPlan,
+    pre: Option<(u64, u64)>,
 ) -> Result<()> {
-    let (scratch, xq, xds) = quantize_x(dev, x, batch, w.cols)?;
+    let (scratch, xq, xds) = match pre {
+        Some((xq, xds)) => (None, xq, xds),
+        None => {
+            let (s, xq, xds) = quantize_x(dev, x, batch, w.cols)?;
+            (Some(s), xq, xds)
+        }
+    };
     let k = dev.kernel(&MATVEC, &format!("{}_q8_0", plan.prefix))?;
     let groups = batch.div_ceil(32 * plan.vg);
     let p = MmvqParams {
@@ -432,8 +439,8 @@ fn mmvqp(
     r
 }
 
-/// The integer path: quantize x to Q8_1 in pooled scratch, then dot.
-/// Shapes already checked by [`matvec`]; `se` is [`mmvq_slice`] of the type.
+/// The integer path: quantize x to Q8_1 in pooled scratch (or take `pre`, x already quantized
+/// by [`quantize_x`]), then dot. Shapes already checked by [`matvec`].
 fn mmvq(
     dev: &GpuDevice,
     w: &QMatrix,
@@ -441,6 +448,7 @@ fn mmvq(
     bias: Option<&GpuBuffer<f32>>,
     y: &GpuBuffer<f32>,
     batch: usize,
+    pre: Option<(u64, u64)>,
 ) -> Result<()> {
     let (wp, row_bytes) = w.checked("matvec")?;
     let t = tuning();
@@ -453,7 +461,7 @@ fn mmvq(
     let mma = mma_variant(dev, t, w, wpr as u32, batch);
     if mma.is_some() {
         if let Some(plan) = mmvqp_plan(dev, t, w, wpr as u32, batch, wp, row_bytes) {
-            return mmvqp(dev, w, wp, row_bytes, x, bias, y, batch, plan);
+            return mmvqp(dev, w, wp, row_bytes, x, bias, y, batch, plan, pre);
         }
     }
     // Over 8 vectors without tensor cores: the quad kernel (same float operations, `mmvqt` in
@@ -487,7 +495,8 @@ fn mmvq(
     // Fused (plain kernels of up to 4 vectors): each block quantizes its vectors into shared
     // memory.
     let smem = nb.min(batch) * w.cols * 5 / 4;
-    let fuse = mma.is_none()
+    let fuse = pre.is_none()
+        && mma.is_none()
         && !quads
         && nb <= 4
         && match t.fuse {
@@ -499,6 +508,8 @@ fn mmvq(
         && smem <= 32 * 1024;
     let (scratch, xq, xds, shared_mem) = if fuse {
         (None, 0, 0, dim("shared memory", smem)?)
+    } else if let Some((xq, xds)) = pre {
+        (None, xq, xds, 0)
     } else {
         let (scratch, xq, xds) = quantize_x(dev, x, batch, w.cols)?;
         (Some(scratch), xq, xds, 0)
@@ -555,6 +566,57 @@ fn mmvq(
     r
 }
 
+/// One product of [`matvec_shared_x`]: matrix, bias, output.
+pub type Product<'a> = (
+    &'a QMatrix<'a>,
+    Option<&'a GpuBuffer<f32>>,
+    &'a GpuBuffer<f32>,
+);
+
+/// Several products of one x (`[batch, cols]`), each `(w, bias, y)` as in [`matvec`]: x is
+/// rounded to Q8_1 once for all of them where every matrix takes the integer path (separate
+/// Q, K and V projections whose types differ, so that they cannot be stacked), else each runs
+/// through [`matvec`]. The same results as separate calls: every integer kernel sees the same
+/// Q8_1 x.
+pub fn matvec_shared_x(
+    dev: &GpuDevice,
+    products: &[Product<'_>],
+    x: &GpuBuffer<f32>,
+    batch: usize,
+) -> Result<()> {
+    let t = tuning();
+    let Some(cols) = products.first().map(|p| p.0.cols) else {
+        return Ok(());
+    };
+    let shared = products.len() > 1
+        && !t.float_path
+        && (1..=65535).contains(&batch)
+        && products
+            .iter()
+            .all(|(w, _, _)| w.cols == cols && w.rows > 0 && mmvq_slice(w.ty).is_some());
+    if !shared {
+        for &(w, bias, y) in products {
+            matvec(dev, w, x, bias, y, batch)?;
+        }
+        return Ok(());
+    }
+    for &(w, bias, y) in products {
+        w.checked("matvec")?;
+        check_len("matvec y", y, batch * w.rows)?;
+        if let Some(b) = bias {
+            check_len("matvec bias", b, w.rows)?;
+        }
+    }
+    check_len("matvec x", x, batch * cols)?;
+    let (scratch, xq, xds) = quantize_x(dev, x, batch, cols)?;
+    for &(w, bias, y) in products {
+        mmvq(dev, w, x, bias, y, batch, Some((xq, xds)))?;
+    }
+    // The scratch returns to the pool after every product is queued (ordered after them).
+    drop(scratch);
+    Ok(())
+}
+
 /// `y[b, r] = sum_k W[r, k] x[b, k] (+ bias[r])` for `b < batch`; x is `[batch, cols]`, y is
 /// `[batch, rows]`. Each weight is read once per 4 to 8 vectors (once in all for `batch <= 4`);
 /// for speed with many vectors use [`super::matmul::matmul`]. Batch-invariant: a vector's result
@@ -584,7 +646,7 @@ pub fn matvec(
     }
     let t = tuning();
     if mmvq_slice(w.ty).is_some() && !t.float_path {
-        return mmvq(dev, w, x, bias, y, batch);
+        return mmvq(dev, w, x, bias, y, batch, None);
     }
     let name = if w.chunked() {
         format!(
