@@ -766,21 +766,7 @@ impl Backend for GpuBackend {
         x: &GpuTensor,
         b: Option<&GpuTensor>,
     ) -> Result<GpuTensor> {
-        if x.cols != w.cols {
-            return Err(Error::InvalidInput(format!(
-                "matmul: x has {} columns, weight {}x{}",
-                x.cols, w.rows, w.cols
-            )));
-        }
-        if let Some(b) = b {
-            if b.rows * b.cols != w.rows {
-                return Err(Error::InvalidInput(format!(
-                    "matmul: bias of {} for {} rows",
-                    b.rows * b.cols,
-                    w.rows
-                )));
-            }
-        }
+        check_product(w, x, b)?;
         let bias = b.map(|b| &b.buf);
         let out = self.out(x.rows, w.rows)?;
         if x.rows <= MATVEC_MAX_TOKENS || self.batch_invariant {
@@ -800,21 +786,7 @@ impl Backend for GpuBackend {
             return ws.iter().map(|&(w, b)| self.matmul_bias(w, x, b)).collect();
         }
         for &(w, b) in ws {
-            if x.cols != w.cols {
-                return Err(Error::InvalidInput(format!(
-                    "matmul: x has {} columns, weight {}x{}",
-                    x.cols, w.rows, w.cols
-                )));
-            }
-            if let Some(b) = b {
-                if b.rows * b.cols != w.rows {
-                    return Err(Error::InvalidInput(format!(
-                        "matmul: bias of {} for {} rows",
-                        b.rows * b.cols,
-                        w.rows
-                    )));
-                }
-            }
+            check_product(w, x, b)?;
         }
         let outs = ws
             .iter()
@@ -1182,4 +1154,22 @@ fn fused_rope(
         base: rope_q.freq_base,
         freq_scale: rope_q.freq_scale,
     })
+}
+
+/// A product's shapes: x's columns match the weight's, the bias (if any) has one value per row.
+fn check_product(w: &GpuWeight, x: &GpuTensor, b: Option<&GpuTensor>) -> Result<()> {
+    if x.cols != w.cols {
+        return Err(Error::InvalidInput(format!(
+            "matmul: x has {} columns, weight {}x{}",
+            x.cols, w.rows, w.cols
+        )));
+    }
+    match b {
+        Some(b) if b.rows * b.cols != w.rows => Err(Error::InvalidInput(format!(
+            "matmul: bias of {} for {} rows",
+            b.rows * b.cols,
+            w.rows
+        ))),
+        _ => Ok(()),
+    }
 }
