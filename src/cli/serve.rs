@@ -65,8 +65,8 @@ pub struct ServeArgs {
     pub batch_f16: BatchF16,
     /// On a GPU, compute every request's tokens with the same float operations whatever else
     /// is batched with it, so greedy output is the same alone or among many requests. Costs
-    /// throughput: on the H100, qwen2-0.5b Q8_0 at 64 sequences decodes about 21k instead of
-    /// 25k tokens/s and processes prompts about 2x slower; other quant types lose more
+    /// throughput: on the H100, qwen2-0.5b Q8_0 at 64 sequences decodes about 29k instead of
+    /// 33k tokens/s and processes prompts about 1.8x slower; other quant types lose more
     /// (docs/SERVER.md). The CPU backend is batch-invariant always.
     #[arg(long)]
     pub batch_invariant: bool,
