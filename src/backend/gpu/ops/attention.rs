@@ -261,7 +261,6 @@ pub fn attention(
     if cfg.n_heads > 65535 {
         return Err(Error::Gpu(format!("attention: {} heads", cfg.n_heads)));
     }
-    let kern = dev.kernel(&ATTENTION, ATTENTION_F16KV)?;
     let mut p = AttentionParams {
         q: q.ptr(),
         k_cache: kv.k.ptr(),
@@ -326,7 +325,7 @@ pub fn attention(
             p.counters = dev.zeroed_counters(idx.tokens * cfg.n_heads)?.unwrap_or(0);
             dev.kernel(&ATTENTION, name)?
         }
-        None => kern,
+        None => dev.kernel(&ATTENTION, ATTENTION_F16KV)?,
     };
     let lc = LaunchConfig {
         grid: (

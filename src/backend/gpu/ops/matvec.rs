@@ -59,6 +59,37 @@ struct MmvqParams {
     tile_stride: u32,
 }
 
+impl MmvqParams {
+    /// One vector group and one warp per row; the callers set the rest.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        w: &QMatrix,
+        (wp, row_bytes): (u64, usize),
+        (xq, xds): (u64, u64),
+        x: &GpuBuffer<f32>,
+        bias: Option<&GpuBuffer<f32>>,
+        y: &GpuBuffer<f32>,
+        batch: usize,
+    ) -> Result<Self> {
+        Ok(MmvqParams {
+            w: wp,
+            xq,
+            xds,
+            x: x.ptr(),
+            bias: bias.map_or(0, |b| b.ptr()),
+            y: y.ptr(),
+            row_bytes: row_bytes as u64,
+            rows: dim("rows", w.rows)?,
+            cols: dim("cols", w.cols)?,
+            n: dim("batch", batch)?,
+            y_stride: dim("rows", w.rows)?,
+            warps_per_row: 1,
+            groups: 0,
+            tile_stride: 0,
+        })
+    }
+}
+
 /// Benchmark knobs for the integer path; [`Tuning::default`] is what production uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
@@ -409,20 +440,9 @@ fn mmvqp(
     let k = dev.kernel(&MATVEC, &format!("{}_q8_0", plan.prefix))?;
     let groups = batch.div_ceil(32 * plan.vg);
     let p = MmvqParams {
-        w: wp,
-        xq,
-        xds,
-        x: x.ptr(),
-        bias: bias.map_or(0, |b| b.ptr()),
-        y: y.ptr(),
-        row_bytes: row_bytes as u64,
-        rows: dim("rows", w.rows)?,
-        cols: dim("cols", w.cols)?,
-        n: dim("batch", batch)?,
-        y_stride: dim("rows", w.rows)?,
-        warps_per_row: 1,
         groups: dim("groups", groups)?,
         tile_stride: dim("tile stride", plan.tile_stride)?,
+        ..MmvqParams::new(w, (wp, row_bytes), (xq, xds), x, bias, y, batch)?
     };
     let cfg = LaunchConfig {
         grid: (dim("blocks", plan.tile_stride * groups)?, 1, 1),
@@ -527,20 +547,8 @@ fn mmvq(
     };
     let k = dev.kernel(&MATVEC, &format!("{prefix}_{suffix}"))?;
     let mut p = MmvqParams {
-        w: wp,
-        xq,
-        xds,
-        x: x.ptr(),
-        bias: bias.map_or(0, |b| b.ptr()),
-        y: y.ptr(),
-        row_bytes: row_bytes as u64,
-        rows: dim("rows", w.rows)?,
-        cols: dim("cols", w.cols)?,
-        n: dim("batch", batch)?,
-        y_stride: dim("rows", w.rows)?,
         warps_per_row: wpr as u32,
-        groups: 0,
-        tile_stride: 0,
+        ..MmvqParams::new(w, (wp, row_bytes), (xq, xds), x, bias, y, batch)?
     };
     let row_blocks = w.rows.div_ceil(block_rows);
     let groups = batch.div_ceil(nb);
